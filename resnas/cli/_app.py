@@ -1,0 +1,53 @@
+"""The typer application and the error boundary of the CLI."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from resnas.errors import ResnasError
+
+app = typer.Typer(
+    name="resnas",
+    help="Search where, how many and which residual connections a network needs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def debug() -> bool:
+    return os.environ.get("RESNAS_DEBUG", "") not in ("", "0")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: known errors become one line on stderr and exit code 2."""
+    try:
+        result = app(args=argv, prog_name="resnas", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err_console.print("interrupted", highlight=False)
+        return 130
+    except ResnasError as exc:
+        if debug():
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # a bug: one line, the traceback only on request
+        if debug():
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set RESNAS_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0

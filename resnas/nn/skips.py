@@ -1,0 +1,75 @@
+"""Residual connections: each merges a carried activation ``h`` into a block's output.
+
+``forward(out, h)`` returns the merged tensor, so the merge is visible in one line.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnas.nn.layers import make_conv, make_norm
+
+
+def pad_shortcut(h: torch.Tensor, stride: int, extra_channels: int) -> torch.Tensor:
+    """He et al. 2016 "option A": strided subsampling and zero channels, no parameters."""
+    if stride > 1:
+        h = h[:, :, ::stride, ::stride] if h.dim() == 4 else h[:, :, ::stride]
+    if extra_channels:
+        pad = [0, 0] * (h.dim() - 2) + [0, extra_channels]
+        h = F.pad(h, pad)
+    return h
+
+
+class IdentityShortcut(nn.Module):
+    def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return out + h
+
+
+class ProjectionShortcut(nn.Module):
+    """``norm(conv1x1(h))``: torchvision's ``downsample``."""
+
+    def __init__(self, kind: str, cin: int, cout: int, stride: int, norm: str):
+        super().__init__()
+        self.conv = make_conv(kind, cin, cout, 1, stride, bias=norm == "none")
+        self.norm = make_norm(norm, kind, cout)
+
+    def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return out + self.norm(self.conv(h))
+
+
+class PadShortcut(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.extra_channels = cout - cin
+
+    def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return out + pad_shortcut(h, self.stride, self.extra_channels)
+
+
+class GatedShortcut(nn.Module):
+    """A learned gate ``t = sigmoid(G(h))`` on the carried path.
+
+    mode ``shortcut``: ``out + t * S(h)``; mode ``highway``: ``t * out + (1 - t) * S(h)``
+    (Srivastava et al. 2015). S is identity, a projection (``conv``/``norm``) or padding.
+    """
+
+    def __init__(self, kind: str, cin: int, cout: int, stride: int, norm: str, mode: str, shortcut: str,
+                 bias_init: float):
+        super().__init__()
+        self.mode = mode
+        self.gate = make_conv(kind, cin, cout, 1, stride, bias=True)
+        nn.init.constant_(self.gate.bias, bias_init)
+        self.conv = make_conv(kind, cin, cout, 1, stride, bias=norm == "none") if shortcut == "projection" else None
+        self.norm = make_norm(norm, kind, cout) if shortcut == "projection" else None
+        self.stride = stride if shortcut == "pad" else 1
+        self.extra_channels = cout - cin if shortcut == "pad" else 0
+
+    def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        t = torch.sigmoid(self.gate(h))
+        s = self.norm(self.conv(h)) if self.conv is not None else pad_shortcut(h, self.stride, self.extra_channels)
+        if self.mode == "highway":
+            return t * out + (1 - t) * s
+        return out + t * s

@@ -1,0 +1,92 @@
+"""Where connections may go in one concrete layout of blocks.
+
+Shared by validation (is a count satisfiable?), sampling (pick placements) and the
+space-size count, so the three can never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from resnas.arch import Block
+
+# A resolved connection: (kind, shortcut-for-gated). Two requests that resolve to the
+# same pair build the same network.
+Resolved = tuple[str, str | None]
+
+
+@dataclass(frozen=True)
+class Rules:
+    kinds: tuple[str, ...]
+    spans: frozenset[int]
+    scope: str  # stage | network
+    on_shape_change: str  # projection | pad | forbid
+
+
+def make_blocks(
+    stem_channels: int,
+    stages: list[tuple[int, int, int]],
+    block_type: str,
+    expansion: int,
+) -> list[Block]:
+    """Blocks of a network whose stage s has (depth, channels, stride) = ``stages[s]``.
+
+    Only a stage's first block strides, as in torchvision's ``_make_layer``.
+    """
+    blocks: list[Block] = []
+    in_channels = stem_channels
+    for s, (depth, channels, stride) in enumerate(stages):
+        out = channels * expansion if block_type == "bottleneck" else channels
+        for b in range(depth):
+            blocks.append(Block(block_type, in_channels, channels, out, stride if b == 0 else 1, s))
+            in_channels = out
+    return blocks
+
+
+def resolve(kind: str, same_shape: bool, grows: bool, on_shape_change: str) -> Resolved | None:
+    """What a requested kind becomes at a placement, or None where it cannot go."""
+    if same_shape:
+        if kind in ("identity", "pad"):
+            return ("identity", None)
+        if kind == "gated":
+            return ("gated", "identity")
+        return (kind, None)
+    # Shapes differ: identity follows on_shape_change; pad needs channels that do not shrink.
+    if kind == "identity":
+        if on_shape_change == "forbid" or (on_shape_change == "pad" and not grows):
+            return None
+        return (on_shape_change, None)
+    if kind == "pad":
+        return ("pad", None) if grows else None
+    if kind == "gated":
+        return ("gated", "pad" if on_shape_change == "pad" and grows else "projection")
+    return ("projection", None)
+
+
+def placements(stem_channels: int, blocks: list[Block], rules: Rules) -> list[tuple[int, int, list[Resolved]]]:
+    """Every (src, dst) a connection may take, with its resolved kinds in ``rules.kinds`` order.
+
+    Canonical order: by source, then destination. A placement where no requested kind
+    can go is left out.
+    """
+    channels = [stem_channels] + [b.out_channels for b in blocks]
+    n = len(blocks)
+    out = []
+    for i in range(n):
+        stride = 1
+        for j in range(i + 1, n + 1):
+            stride *= blocks[j - 1].stride
+            if rules.scope == "stage" and blocks[i].stage != blocks[j - 1].stage:
+                break
+            if j - i not in rules.spans:
+                continue
+            same = channels[i] == channels[j] and stride == 1
+            grows = channels[j] >= channels[i]
+            kinds: list[Resolved] = []
+            for kind in rules.kinds:
+                r = resolve(kind, same, grows, rules.on_shape_change)
+                if r is not None and r not in kinds:
+                    kinds.append(r)
+            if kinds:
+                out.append((i, j, kinds))
+    return out

@@ -1,0 +1,168 @@
+"""The spec language as pydantic models: one class per YAML section.
+
+Every model forbids unknown keys and is frozen. Searchable fields hold either a fixed
+value or an :class:`IntRange` / :class:`FloatRange` / :class:`Choice` (see ``_values``).
+The JSON Schema that ``resnas schema`` prints is generated from these classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from resnas.space._values import searchable
+
+ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid")
+NORMS = ("batch", "layer", "group", "none")
+BLOCK_TYPES = ("basic", "bottleneck", "plain", "mlp")
+CONNECTION_KINDS = ("identity", "projection", "pad", "gated")
+GATE_MODES = ("shortcut", "highway")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("onecycle", "cosine", "constant")
+BUILTIN_DATASETS = ("digits", "mnist1d", "synthetic", "cifar10")
+# Metrics a trial records; any of them may be an objective.
+METRICS = (
+    "val_accuracy",
+    "val_loss",
+    "train_loss",
+    "train_seconds",
+    "train_flops",
+    "params",
+    "peak_memory_mb",
+    "latency_ms",
+)
+
+SInt = searchable("int", minimum=1)
+SInt0 = searchable("int", minimum=0)
+SFloat = searchable("float", minimum=0)
+SActivation = searchable("str", ACTIVATIONS)
+SNorm = searchable("str", NORMS)
+SBlock = searchable("str", BLOCK_TYPES)
+SGateMode = searchable("str", GATE_MODES)
+SOptimizer = searchable("str", OPTIMIZERS)
+SSchedule = searchable("str", SCHEDULES)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Section):
+    # A built-in name, or "package.module:function" returning (x, y) arrays.
+    dataset: str = "digits"
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    # Held out for the exported model's reported accuracy; never used for ranking.
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    # cifar10: the directory holding data_batch_*.bin / test_batch.bin.
+    path: str | None = None
+    # synthetic and custom datasets: input shape without the batch dimension.
+    shape: list[int] | None = Field(None, min_length=1, max_length=3)
+    classes: int | None = Field(None, ge=2)
+    # synthetic: how many samples to generate.
+    samples: int = Field(1024, ge=16)
+    # Use at most this many samples (for quick runs on large data); null = all.
+    limit: int | None = Field(None, ge=16)
+
+
+class StemSpec(_Section):
+    channels: SInt = 16
+    kernel: int = Field(3, ge=1)
+    stride: int = Field(1, ge=1)
+    pool: Literal["none", "max"] = "none"
+
+
+class BlockSpec(_Section):
+    type: SBlock = "basic"
+    activation: SActivation = "relu"
+    norm: SNorm = "batch"
+    # bottleneck: output channels = stage channels * expansion (torchvision's Bottleneck.expansion).
+    expansion: int = Field(4, ge=1)
+
+
+class StageSpec(_Section):
+    depth: SInt
+    channels: SInt
+    stride: SInt = 1
+
+
+class HeadSpec(_Section):
+    pool: Literal["avg", "max"] = "avg"
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class NetworkSpec(_Section):
+    kind: Literal["conv2d", "conv1d", "mlp"] = "conv2d"
+    stem: StemSpec = StemSpec()
+    block: BlockSpec = BlockSpec()
+    stages: list[StageSpec] = Field(min_length=1)
+    head: HeadSpec = HeadSpec()
+    # torch: PyTorch's default init; kaiming: He et al. 2015 (fan_out), as torchvision's ResNet.
+    init: Literal["torch", "kaiming"] = "torch"
+
+
+class GateSpec(_Section):
+    mode: SGateMode = "shortcut"
+    # A negative bias starts gates mostly closed (Srivastava et al. 2015, "Highway Networks").
+    bias_init: float = -1.0
+
+
+class ResidualSpec(_Section):
+    kinds: list[Literal["identity", "projection", "pad", "gated"]] = Field(["identity"], min_length=1)
+    # The spans a connection may have (blocks jumped over).
+    span: SInt = 1
+    # How many connections the network carries, or "all" for every possible placement.
+    count: Literal["all"] | SInt0 = 0
+    scope: Literal["stage", "network"] = "stage"
+    on_shape_change: Literal["projection", "pad", "forbid"] = "projection"
+    order: Literal["post", "pre"] = "post"
+    gate: GateSpec = GateSpec()
+
+
+class TrainSpec(_Section):
+    epochs: SInt = 5
+    batch_size: SInt = 128
+    optimizer: SOptimizer = "sgd"
+    lr: SFloat = 0.05
+    momentum: SFloat = 0.9
+    weight_decay: SFloat = 5e-4
+    schedule: SSchedule = "onecycle"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # auto: bf16 autocast on CUDA, fp32 on CPU.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+
+class ObjectiveSpec(_Section):
+    metric: Literal[METRICS]  # type: ignore[valid-type]
+    direction: Literal["maximize", "minimize"]
+
+
+class SearchSettings(_Section):
+    trials: int = Field(20, ge=1)
+    # auto: TPE for one objective, NSGA-II for several.
+    sampler: Literal["auto", "tpe", "nsga2", "random", "grid", "qmc"] = "auto"
+    # Epochs are the budget; single-objective studies only.
+    pruner: Literal["none", "median", "hyperband"] = "none"
+    seed: int = 0
+    # Seconds one trial may train before it is ended as pruned; null = no limit.
+    trial_timeout: float | None = Field(None, gt=0)
+
+
+class SpecModel(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    description: str = ""
+    data: DataSpec = DataSpec()
+    network: NetworkSpec
+    residual: ResidualSpec = ResidualSpec()
+    train: TrainSpec = TrainSpec()
+    objectives: list[ObjectiveSpec] = Field(
+        [ObjectiveSpec(metric="val_accuracy", direction="maximize")], min_length=1
+    )
+    search: SearchSettings = SearchSettings()
+
+
+def json_schema() -> dict[str, Any]:
+    schema = SpecModel.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "resnas search space"
+    return schema

@@ -1,0 +1,295 @@
+"""Parse and validate a spec into a frozen :class:`SearchSpace`.
+
+Every error is found here and names the YAML path and line; nothing downstream
+re-validates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+from pydantic import ValidationError
+
+from resnas.errors import SpecError
+from resnas.space._layout import Rules, make_blocks, placements
+from resnas.space._model import SpecModel
+from resnas.space._values import Choice, FloatRange, IntRange, discrete_values, high_value, is_searchable
+from resnas.space._yaml import Path, format_path, line_of, load_yaml
+
+# Input shape (without batch) and class count of the built-in datasets.
+DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
+    "digits": ((1, 8, 8), 10),
+    "mnist1d": ((1, 40), 10),
+    "cifar10": ((3, 32, 32), 10),
+}
+_CUSTOM_DATASET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+# Keys that may change between runs of one study without making it a different study.
+_NOT_IN_HASH = {("search", "trials"), ("description",)}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated spec: the space of architectures (and training settings) to search."""
+
+    spec: SpecModel
+    raw: dict[str, Any]
+    text: str
+    source: str = "spec"
+    lines: dict[Path, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 (16 hex digits) of the spec's content, ignoring comments, layout,
+        ``description`` and ``search.trials``."""
+        return hashlib.sha256(json.dumps(canonical(self.raw), sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return data_shape(self.spec)[0]
+
+    @property
+    def num_classes(self) -> int:
+        return data_shape(self.spec)[1]
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        return [(o.metric, o.direction) for o in self.spec.objectives]
+
+    def searchable(self) -> list[tuple[str, Any]]:
+        """The fixed-name searchable parameters as (YAML path, range or choice)."""
+        found: list[tuple[str, Any]] = []
+
+        def walk(obj: Any, path: Path) -> None:
+            if is_searchable(obj):
+                found.append((format_path(path), obj))
+            elif hasattr(obj, "model_fields"):
+                for key in type(obj).model_fields:
+                    walk(getattr(obj, key), path + (key,))
+            elif isinstance(obj, list):
+                for i, item in enumerate(obj):
+                    walk(item, path + (i,))
+
+        walk(self.spec, ())
+        return found
+
+
+def canonical(raw: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(raw, default=str))
+    for section, key in [p for p in _NOT_IN_HASH if len(p) == 2]:
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    for (key,) in [p for p in _NOT_IN_HASH if len(p) == 1]:
+        out.pop(key, None)
+    return out
+
+
+def data_shape(spec: SpecModel) -> tuple[tuple[int, ...], int]:
+    data = spec.data
+    if data.dataset in DATASET_SHAPES and data.shape is None and data.classes is None:
+        return DATASET_SHAPES[data.dataset]
+    return tuple(data.shape or ()), int(data.classes or 0)
+
+
+def _pydantic_error(exc: ValidationError, lines: dict[Path, int], source: str) -> SpecError:
+    err = exc.errors()[0]
+    loc: Path = tuple(p for p in err["loc"] if isinstance(p, int) or not re.search(r"[\[\]\-(]", str(p)))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        message = f"unknown key {loc[-1]!r}"
+        parent = loc[:-1]
+        return SpecError(message, format_path(parent) or "(top level)", line_of(lines, loc), source)
+    if kind == "missing":
+        message = "required key is missing"
+    else:
+        message = err["msg"].removeprefix("Value error, ")
+    return SpecError(message, format_path(loc) or "(top level)", line_of(lines, loc), source)
+
+
+def parse_space(text: str, source: str = "spec") -> SearchSpace:
+    """Parse YAML text into a validated :class:`SearchSpace` or raise :class:`SpecError`."""
+    raw, lines = load_yaml(text, source)
+    if not isinstance(raw, dict):
+        raise SpecError("a spec is a YAML mapping of sections (name, network, residual, ...)", line=1, source=source)
+    try:
+        spec = SpecModel.model_validate(raw)
+    except ValidationError as exc:
+        raise _pydantic_error(exc, lines, source) from None
+    space = SearchSpace(spec, raw, text, source, lines)
+    _Checker(space).run()
+    return space
+
+
+def load_space(path: str | FsPath) -> SearchSpace:
+    """Read and validate a spec file."""
+    p = FsPath(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise SpecError("no such file", source=str(p)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read: {exc}", source=str(p)) from None
+    return parse_space(text, str(p))
+
+
+def layout_combos(spec: SpecModel) -> tuple[list[str], list[list[Any]]]:
+    """The discrete values that decide block shapes: names and value lists, in a fixed order."""
+    names = ["network.stem.channels", "network.block.type"]
+    values = [discrete_values(spec.network.stem.channels), discrete_values(spec.network.block.type)]
+    for s, stage in enumerate(spec.network.stages):
+        for key in ("depth", "channels", "stride"):
+            names.append(f"network.stages[{s}].{key}")
+            values.append(discrete_values(getattr(stage, key)))
+    return names, values
+
+
+def combo_blocks(spec: SpecModel, combo: tuple) -> tuple[int, list]:
+    stem_channels, block_type = combo[0], combo[1]
+    stages = [tuple(combo[2 + 3 * s : 5 + 3 * s]) for s in range(len(spec.network.stages))]
+    return stem_channels, make_blocks(stem_channels, stages, block_type, spec.network.block.expansion)
+
+
+def rules_of(spec: SpecModel) -> Rules:
+    r = spec.residual
+    return Rules(tuple(r.kinds), frozenset(discrete_values(r.span)), r.scope, r.on_shape_change)
+
+
+class _Checker:
+    """Semantic checks that a schema cannot express."""
+
+    MAX_ENUMERATED = 20_000
+
+    def __init__(self, space: SearchSpace):
+        self.space = space
+        self.spec = space.spec
+
+    def fail(self, message: str, *path: str | int) -> None:
+        raise SpecError(message, format_path(path), line_of(self.space.lines, path), self.space.source)
+
+    def run(self) -> None:
+        self.check_data()
+        self.check_network()
+        self.check_residual()
+        self.check_search()
+
+    def check_data(self) -> None:
+        data, kind = self.spec.data, self.spec.network.kind
+        if data.dataset not in DATASET_SHAPES and data.dataset != "synthetic":
+            if not _CUSTOM_DATASET.match(data.dataset):
+                self.fail(
+                    f"unknown dataset {data.dataset!r}: use digits, mnist1d, synthetic, cifar10 "
+                    "or 'package.module:function'",
+                    "data",
+                    "dataset",
+                )
+        if data.dataset not in DATASET_SHAPES and (data.shape is None or data.classes is None):
+            self.fail(f"dataset {data.dataset!r} needs 'shape' and 'classes'", "data", "dataset")
+        if data.dataset == "cifar10" and not data.path:
+            self.fail("cifar10 needs 'path': the directory with data_batch_1.bin ... test_batch.bin", "data")
+        if data.val_fraction + data.test_fraction >= 1:
+            self.fail("val_fraction + test_fraction must be below 1", "data", "val_fraction")
+        shape = data_shape(self.spec)[0]
+        want = {"conv2d": 3, "conv1d": 2}.get(kind)
+        if want is not None and len(shape) != want:
+            self.fail(
+                f"a {kind} network needs {want}-dimensional inputs (channels first), "
+                f"but the data has shape {list(shape)}",
+                "network",
+                "kind",
+            )
+
+    def check_network(self) -> None:
+        net = self.spec.network
+        allowed = ("mlp", "plain") if net.kind == "mlp" else ("basic", "bottleneck", "plain")
+        for block_type in discrete_values(net.block.type):
+            if block_type not in allowed:
+                self.fail(f"block type {block_type!r} does not fit a {net.kind} network (use {' or '.join(allowed)})",
+                          "network", "block", "type")
+        if net.kind == "mlp":
+            if net.stem.stride != 1 or net.stem.pool != "none":
+                self.fail("an mlp stem takes no stride or pool", "network", "stem")
+            for s, stage in enumerate(net.stages):
+                if high_value(stage.stride) != 1:
+                    self.fail("an mlp stage cannot stride", "network", "stages", s, "stride")
+
+    def _combos(self) -> list[tuple]:
+        _, values = layout_combos(self.spec)
+        total = 1
+        for v in values:
+            total *= len(v)
+        if total <= self.MAX_ENUMERATED:
+            return list(itertools.product(*values))
+        # Too many to enumerate: the fewest placements come with the shallowest stages.
+        values = [v if not name.endswith(".depth") else [min(v)] for name, v in zip(*layout_combos(self.spec))]
+        return list(itertools.islice(itertools.product(*values), self.MAX_ENUMERATED))
+
+    def check_residual(self) -> None:
+        res, net = self.spec.residual, self.spec.network
+        if len(set(res.kinds)) != len(res.kinds):
+            self.fail("a kind is listed twice", "residual", "kinds")
+        if isinstance(res.span, FloatRange):
+            self.fail("span takes integers", "residual", "span")
+        if res.scope == "stage":
+            deepest = max(high_value(s.depth) for s in net.stages)
+            shortest = min(discrete_values(res.span))
+            if shortest > deepest:
+                self.fail(
+                    f"span {shortest} is longer than any stage (the deepest has {deepest} blocks) "
+                    "under scope: stage",
+                    "residual",
+                    "span",
+                )
+        if res.count == "all" or res.count == 0:
+            return
+        fewest = min(discrete_values(res.count))
+        if fewest == 0:
+            return
+        rules = rules_of(self.spec)
+        worst, worst_combo = None, None
+        for combo in self._combos():
+            stem_channels, blocks = combo_blocks(self.spec, combo)
+            n = len(placements(stem_channels, blocks, rules))
+            if worst is None or n < worst:
+                worst, worst_combo = n, combo
+        if worst is not None and worst < fewest:
+            names, _ = layout_combos(self.spec)
+            detail = ", ".join(f"{k.removeprefix('network.')}={v}" for k, v in zip(names, worst_combo)
+                               if k.endswith((".depth", ".channels")))
+            self.fail(
+                f"at least {fewest} connections are asked for, but the network with {detail} "
+                f"has only {worst} possible placement(s) for kinds {list(res.kinds)}, spans "
+                f"{sorted(rules.spans)}, scope {res.scope}, on_shape_change {res.on_shape_change}",
+                "residual",
+                "count",
+            )
+
+    def check_search(self) -> None:
+        spec = self.spec
+        metrics = [o.metric for o in spec.objectives]
+        if len(set(metrics)) != len(metrics):
+            self.fail("an objective metric is listed twice", "objectives")
+        if spec.search.pruner != "none" and len(metrics) > 1:
+            self.fail("pruners work on single-objective studies only; use pruner: none", "search", "pruner")
+        if spec.search.sampler == "grid":
+            for path, value in self.space.searchable():
+                if isinstance(value, FloatRange):
+                    self.fail("the grid sampler needs finite choices; use {choice: [...]}", *_split(path))
+            if spec.residual.count not in ("all", 0) and isinstance(spec.residual.count, IntRange | Choice | int):
+                self.fail("the grid sampler cannot place connections; use count: all or 0, or another sampler",
+                          "search", "sampler")
+
+
+def _split(path: str) -> tuple[str | int, ...]:
+    parts: list[str | int] = []
+    for token in re.findall(r"[^.\[\]]+", path):
+        parts.append(int(token) if token.isdigit() else token)
+    return tuple(parts)
