@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 from rich.console import Console
 
@@ -31,14 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: known errors become one line on stderr and exit code 2."""
     try:
         result = app(args=argv, prog_name="resnas", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted", highlight=False)
         return 130
+    except typer.TyperException as exc:  # usage errors: click's one-line message, exit 2
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()
+        return getattr(exc, "exit_code", 2)
     except ResnasError as exc:
         if debug():
             raise
@@ -47,7 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line, the traceback only on request
         if debug():
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (set RESNAS_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set RESNAS_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0

@@ -17,8 +17,11 @@ SpecArg = Annotated[str, typer.Argument(help="A search-space spec (YAML).", show
 
 def describe(value: object) -> str:
     if isinstance(value, IntRange):
-        return f"int [{value.low}, {value.high}]" + (f" step {value.step}" if value.step > 1 else "") + (
-            " log" if value.log else "")
+        return (
+            f"int [{value.low}, {value.high}]"
+            + (f" step {value.step}" if value.step > 1 else "")
+            + (" log" if value.log else "")
+        )
     if isinstance(value, FloatRange):
         return f"float [{value.low:g}, {value.high:g}]" + (" log" if value.log else "")
     if isinstance(value, Choice):
@@ -40,16 +43,19 @@ def architecture_table(arch: Architecture) -> Table:
         merges = ", ".join(
             f"h{c.src}->h{c.dst} {c.kind}" + (f"({c.shortcut})" if c.shortcut else "") for c in arch.incoming(k)
         )
-        table.add_row(f"b{k}", str(b.stage), b.type, str(b.in_channels), str(b.out_channels), str(b.stride),
-                      merges or "-")
+        table.add_row(
+            f"b{k}", str(b.stage), b.type, str(b.in_channels), str(b.out_channels), str(b.stride), merges or "-"
+        )
     return table
 
 
 def architecture_summary(arch: Architecture) -> str:
     kinds = ", ".join(f"{k} x{sum(c.kind == k for c in arch.connections)}" for k in arch.kinds_used()) or "none"
     spans = sorted({c.span for c in arch.connections})
-    return (f"{arch.kind}, {arch.num_blocks} blocks, {len(arch.connections)} connections ({kinds}; spans "
-            f"{spans or '-'}), order {arch.order}, {count_params(arch):,} parameters")
+    return (
+        f"{arch.kind}, {arch.num_blocks} blocks, {len(arch.connections)} connections ({kinds}; spans "
+        f"{spans or '-'}), order {arch.order}, {count_params(arch):,} parameters"
+    )
 
 
 @app.command()
@@ -66,13 +72,16 @@ def validate(spec: SpecArg) -> None:
     for path, value in params:
         table.add_row(path, describe(value))
     res = space.spec.residual
-    table.add_row("residual.connections[*]", f"placement and kind: kinds {', '.join(res.kinds)}; span "
-                  f"{describe(res.span)}; scope {res.scope}")
+    table.add_row(
+        "residual.connections[*]",
+        f"placement and kind: kinds {', '.join(res.kinds)}; span {describe(res.span)}; scope {res.scope}",
+    )
     console.print(table)
     console.print(f"space size: {space_size(space)} architectures", highlight=False)
     candidate = sample(space, space.spec.search.seed)
-    console.print(f"sampled (seed {space.spec.search.seed}): {architecture_summary(candidate.architecture)}",
-                  highlight=False)
+    console.print(
+        f"sampled (seed {space.spec.search.seed}): {architecture_summary(candidate.architecture)}", highlight=False
+    )
 
 
 @app.command()
@@ -90,8 +99,10 @@ def show(
         return
     console.print(architecture_table(arch))
     console.print(architecture_summary(arch), highlight=False)
-    console.print("train: " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                                        for k, v in candidate.train.items()), highlight=False)
+    console.print(
+        "train: " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in candidate.train.items()),
+        highlight=False,
+    )
 
 
 @app.command()

@@ -57,8 +57,9 @@ class ResidualBlock(nn.Module):
 class BasicBlock(ResidualBlock):
     """Two 3x3 convs (torchvision's BasicBlock); the stride is on the first."""
 
-    def __init__(self, kind: str, block: Block, norm: str, pre: bool, act_layer: type[nn.Module],
-                 shortcuts: dict[int, nn.Module]):
+    def __init__(
+        self, kind: str, block: Block, norm: str, pre: bool, act_layer: type[nn.Module], shortcuts: dict[int, nn.Module]
+    ):
         super().__init__(pre, act_layer, shortcuts)
         bias = norm == "none"
         self.conv1 = make_conv(kind, block.in_channels, block.width, 3, block.stride, bias)
@@ -78,8 +79,9 @@ class BasicBlock(ResidualBlock):
 class BottleneckBlock(ResidualBlock):
     """1x1 reduce, 3x3 (with the stride: "ResNet v1.5", as torchvision), 1x1 expand."""
 
-    def __init__(self, kind: str, block: Block, norm: str, pre: bool, act_layer: type[nn.Module],
-                 shortcuts: dict[int, nn.Module]):
+    def __init__(
+        self, kind: str, block: Block, norm: str, pre: bool, act_layer: type[nn.Module], shortcuts: dict[int, nn.Module]
+    ):
         super().__init__(pre, act_layer, shortcuts)
         bias = norm == "none"
         self.conv1 = make_conv(kind, block.in_channels, block.width, 1, 1, bias)
@@ -103,8 +105,9 @@ class BottleneckBlock(ResidualBlock):
 class PlainBlock(ResidualBlock):
     """One 3x3 conv: the unit of a deep plain network."""
 
-    def __init__(self, kind: str, block: Block, norm: str, pre: bool, act_layer: type[nn.Module],
-                 shortcuts: dict[int, nn.Module]):
+    def __init__(
+        self, kind: str, block: Block, norm: str, pre: bool, act_layer: type[nn.Module], shortcuts: dict[int, nn.Module]
+    ):
         super().__init__(pre, act_layer, shortcuts)
         self.conv = make_conv(kind, block.in_channels, block.out_channels, 3, block.stride, norm == "none")
         self.norm = make_norm(norm, kind, block.in_channels if pre else block.out_channels)
@@ -119,8 +122,9 @@ class PlainBlock(ResidualBlock):
 class LinearBlock(ResidualBlock):
     """One Linear layer: the ``plain`` block of an mlp network."""
 
-    def __init__(self, kind: str, block: Block, norm: str, pre: bool, act_layer: type[nn.Module],
-                 shortcuts: dict[int, nn.Module]):
+    def __init__(
+        self, kind: str, block: Block, norm: str, pre: bool, act_layer: type[nn.Module], shortcuts: dict[int, nn.Module]
+    ):
         super().__init__(pre, act_layer, shortcuts)
         self.fc = nn.Linear(block.in_channels, block.out_channels, bias=norm == "none")
         self.norm = make_norm(norm, kind, block.in_channels if pre else block.out_channels)
@@ -135,8 +139,9 @@ class LinearBlock(ResidualBlock):
 class MlpBlock(ResidualBlock):
     """Two Linear layers, as a transformer's MLP."""
 
-    def __init__(self, kind: str, block: Block, norm: str, pre: bool, act_layer: type[nn.Module],
-                 shortcuts: dict[int, nn.Module]):
+    def __init__(
+        self, kind: str, block: Block, norm: str, pre: bool, act_layer: type[nn.Module], shortcuts: dict[int, nn.Module]
+    ):
         super().__init__(pre, act_layer, shortcuts)
         bias = norm == "none"
         self.fc1 = nn.Linear(block.in_channels, block.width, bias=bias)

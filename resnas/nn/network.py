@@ -25,8 +25,9 @@ def make_shortcut(arch: Architecture, conn: Connection) -> nn.Module:
     if conn.kind == "pad":
         return PadShortcut(cin, cout, stride)
     if conn.kind == "gated":
-        return GatedShortcut(arch.kind, cin, cout, stride, arch.norm, arch.gate_mode, conn.shortcut or "identity",
-                             arch.gate_bias_init)
+        return GatedShortcut(
+            arch.kind, cin, cout, stride, arch.norm, arch.gate_mode, conn.shortcut or "identity", arch.gate_bias_init
+        )
     raise ValueError(f"unknown connection kind {conn.kind!r}")
 
 

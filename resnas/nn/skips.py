@@ -56,8 +56,9 @@ class GatedShortcut(nn.Module):
     (Srivastava et al. 2015). S is identity, a projection (``conv``/``norm``) or padding.
     """
 
-    def __init__(self, kind: str, cin: int, cout: int, stride: int, norm: str, mode: str, shortcut: str,
-                 bias_init: float):
+    def __init__(
+        self, kind: str, cin: int, cout: int, stride: int, norm: str, mode: str, shortcut: str, bias_init: float
+    ):
         super().__init__()
         self.mode = mode
         self.gate = make_conv(kind, cin, cout, 1, stride, bias=True)

@@ -155,9 +155,7 @@ class SpecModel(_Section):
     network: NetworkSpec
     residual: ResidualSpec = ResidualSpec()
     train: TrainSpec = TrainSpec()
-    objectives: list[ObjectiveSpec] = Field(
-        [ObjectiveSpec(metric="val_accuracy", direction="maximize")], min_length=1
-    )
+    objectives: list[ObjectiveSpec] = Field([ObjectiveSpec(metric="val_accuracy", direction="maximize")], min_length=1)
     search: SearchSettings = SearchSettings()
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from resnas.errors import SpecError
 from resnas.space._layout import Rules, make_blocks, placements
@@ -72,7 +72,7 @@ class SearchSpace:
         def walk(obj: Any, path: Path) -> None:
             if is_searchable(obj):
                 found.append((format_path(path), obj))
-            elif hasattr(obj, "model_fields"):
+            elif isinstance(obj, BaseModel):
                 for key in type(obj).model_fields:
                     walk(getattr(obj, key), path + (key,))
             elif isinstance(obj, list):
@@ -212,8 +212,12 @@ class _Checker:
         allowed = ("mlp", "plain") if net.kind == "mlp" else ("basic", "bottleneck", "plain")
         for block_type in discrete_values(net.block.type):
             if block_type not in allowed:
-                self.fail(f"block type {block_type!r} does not fit a {net.kind} network (use {' or '.join(allowed)})",
-                          "network", "block", "type")
+                self.fail(
+                    f"block type {block_type!r} does not fit a {net.kind} network (use {' or '.join(allowed)})",
+                    "network",
+                    "block",
+                    "type",
+                )
         if net.kind == "mlp":
             if net.stem.stride != 1 or net.stem.pool != "none":
                 self.fail("an mlp stem takes no stride or pool", "network", "stem")
@@ -243,8 +247,7 @@ class _Checker:
             shortest = min(discrete_values(res.span))
             if shortest > deepest:
                 self.fail(
-                    f"span {shortest} is longer than any stage (the deepest has {deepest} blocks) "
-                    "under scope: stage",
+                    f"span {shortest} is longer than any stage (the deepest has {deepest} blocks) under scope: stage",
                     "residual",
                     "span",
                 )
@@ -262,8 +265,11 @@ class _Checker:
                 worst, worst_combo = n, combo
         if worst is not None and worst < fewest:
             names, _ = layout_combos(self.spec)
-            detail = ", ".join(f"{k.removeprefix('network.')}={v}" for k, v in zip(names, worst_combo)
-                               if k.endswith((".depth", ".channels")))
+            detail = ", ".join(
+                f"{k.removeprefix('network.')}={v}"
+                for k, v in zip(names, worst_combo)
+                if k.endswith((".depth", ".channels"))
+            )
             self.fail(
                 f"at least {fewest} connections are asked for, but the network with {detail} "
                 f"has only {worst} possible placement(s) for kinds {list(res.kinds)}, spans "
@@ -284,8 +290,11 @@ class _Checker:
                 if isinstance(value, FloatRange):
                     self.fail("the grid sampler needs finite choices; use {choice: [...]}", *_split(path))
             if spec.residual.count not in ("all", 0) and isinstance(spec.residual.count, IntRange | Choice | int):
-                self.fail("the grid sampler cannot place connections; use count: all or 0, or another sampler",
-                          "search", "sampler")
+                self.fail(
+                    "the grid sampler cannot place connections; use count: all or 0, or another sampler",
+                    "search",
+                    "sampler",
+                )
 
 
 def _split(path: str) -> tuple[str | int, ...]:

@@ -148,12 +148,15 @@ def sample(space: SearchSpace, suggester: Suggester | int = 0) -> Candidate:
     connections = []
     channels = [stem_channels] + [b.out_channels for b in blocks]
     for c, (src, dst, allowed) in enumerate(chosen):
-        kind = res.kinds[0] if len(res.kinds) == 1 else s.suggest_categorical(
-            f"residual.connections[{c}].kind", list(res.kinds)
+        kind = (
+            res.kinds[0]
+            if len(res.kinds) == 1
+            else s.suggest_categorical(f"residual.connections[{c}].kind", list(res.kinds))
         )
         stride = math.prod(b.stride for b in blocks[src:dst])
-        resolved = resolve(kind, channels[src] == channels[dst] and stride == 1, channels[dst] >= channels[src],
-                           res.on_shape_change)
+        resolved = resolve(
+            kind, channels[src] == channels[dst] and stride == 1, channels[dst] >= channels[src], res.on_shape_change
+        )
         if resolved not in allowed:
             resolved = allowed[res.kinds.index(kind) % len(allowed)]
         connections.append(Connection(src, dst, resolved[0], resolved[1]))

@@ -170,7 +170,9 @@ def _schema(kind: str, allowed: tuple | None, minimum: float | None) -> dict:
     if allowed is None and kind in ("int", "float"):
         bound = {"type": "array", "items": scalar, "minItems": 2, "maxItems": 2}
         props: dict = {kind: bound, "log": {"type": "boolean"}}
-        props["step"] = {"type": "integer", "minimum": 1} if kind == "int" else {"type": "number", "exclusiveMinimum": 0}
+        props["step"] = (
+            {"type": "integer", "minimum": 1} if kind == "int" else {"type": "number", "exclusiveMinimum": 0}
+        )
         any_of.append({"type": "object", "properties": props, "required": [kind], "additionalProperties": False})
     return {"anyOf": any_of}
 

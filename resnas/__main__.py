@@ -1,0 +1,5 @@
+import sys
+
+from resnas.cli import main
+
+sys.exit(main())

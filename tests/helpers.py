@@ -1,0 +1,15 @@
+"""Shared paths and small helpers for the tests (importable: tests/ is on pytest's pythonpath)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+MALFORMED = sorted((ROOT / "tests" / "space" / "malformed").glob("*.yaml"))
+
+
+def expectations(path: Path) -> dict[str, str]:
+    """The ``# key: value`` header of a malformed spec."""
+    return dict(re.findall(r"^# ([\w-]+): (.*)$", path.read_text(), re.M))
