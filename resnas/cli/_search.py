@@ -1,0 +1,123 @@
+"""``resnas search``, ``studies`` and ``leaderboard``."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from resnas.cli._app import app, console
+from resnas.cli._options import StorageOpt, StudyOpt
+
+
+def quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def print_frame(df, title: str, top: int | None = None, drop: tuple[str, ...] = ()) -> None:
+    table = Table(title=title, title_justify="left")
+    shown = (df.head(top) if top else df).drop(columns=[c for c in drop if c in df.columns])
+    for col in shown.columns:
+        table.add_column(str(col), justify="right" if shown[col].dtype.kind in "iuf" else "left")
+    for _, row in shown.iterrows():
+        cells = []
+        for v in row:
+            if isinstance(v, float):
+                cells.append("-" if v != v else (f"{v:.4g}" if abs(v) < 1e6 else f"{v:.3e}"))
+            else:
+                cells.append("-" if v is None else str(v))
+        table.add_row(*cells)
+    console.print(table)
+
+
+@app.command()
+def search(
+    spec: Annotated[
+        str | None, typer.Argument(help="Spec file; omit to resume --study from the storage.", show_default=False)
+    ] = None,
+    study: StudyOpt = None,
+    storage: StorageOpt = None,
+    trials: Annotated[
+        int | None, typer.Option("--trials", "-n", min=1, help="Finished trials wanted in the study, in total.")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes on this machine.")] = 1,
+    backend: Annotated[str, typer.Option("--backend", help="optuna or ray.")] = "optuna",
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 [default: auto].")] = None,
+    trial_timeout: Annotated[
+        float | None, typer.Option("--trial-timeout", min=0.001, help="Seconds one trial may train.")
+    ] = None,
+    gpus_per_trial: Annotated[
+        float, typer.Option("--gpus-per-trial", min=0.0, max=8.0, help="0.5 packs two trials on a GPU.")
+    ] = 1.0,
+    cpus_per_trial: Annotated[float, typer.Option("--cpus-per-trial", min=0.1, help="ray: CPUs a trial needs.")] = 1.0,
+    max_concurrent: Annotated[int | None, typer.Option("--max-concurrent", min=1, help="ray: trials at once.")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="ray: 'auto' or ray://HOST:PORT.")] = None,
+    max_failures: Annotated[int, typer.Option("--max-failures", min=0, help="ray: retries of a failing trial.")] = 2,
+    top: Annotated[int, typer.Option("--top", help="Rows of the final leaderboard.")] = 10,
+) -> None:
+    """Search a spec (or resume a stored study) until the study has --trials finished trials."""
+    quiet_optuna()
+    from resnas.report import leaderboard
+    from resnas.search import search as run_search
+    from resnas.space import load_space
+
+    space = load_space(spec) if spec else None
+    if space is None and study is None:
+        raise typer.BadParameter("give a spec file, or --study NAME to resume a stored study", param_hint="SPEC")
+    result = run_search(
+        space,
+        storage=storage,
+        study=study,
+        trials=trials,
+        backend=backend,
+        jobs=jobs,
+        device=device,
+        trial_timeout=trial_timeout,
+        gpus_per_trial=gpus_per_trial,
+        cpus_per_trial=cpus_per_trial,
+        max_concurrent=max_concurrent,
+        address=address,
+        max_failures=max_failures,
+    )
+    print_frame(leaderboard(result), f"leaderboard: {result.study_name}", top, drop=("node", "train_seconds"))
+
+
+@app.command()
+def studies(storage: StorageOpt = None) -> None:
+    """List the studies in a storage with their progress."""
+    quiet_optuna()
+    from resnas.report import studies as list_studies
+
+    df = list_studies(storage)
+    if df.empty:
+        console.print("no studies", highlight=False)
+        return
+    print_frame(df, "studies")
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(
+    study: StudyOpt = None,
+    storage: StorageOpt = None,
+    top: Annotated[int | None, typer.Option("--top", "-k", min=1, help="Show the best K.")] = None,
+    csv: Annotated[str | None, typer.Option("--csv", help="Also write the whole table as CSV.")] = None,
+    include_partial: Annotated[
+        bool, typer.Option("--include-partial", help="Rank early-stopped trials with the rest.")
+    ] = False,
+) -> None:
+    """The finished trials of a study, ranked (Pareto rank first, for several objectives)."""
+    quiet_optuna()
+    from resnas.report import leaderboard
+    from resnas.search import load_study
+
+    st = load_study(study, storage)
+    df = leaderboard(st, include_partial)
+    if csv:
+        df.to_csv(csv, index=False)
+    print_frame(df, f"leaderboard: {st.study_name}", top, drop=("node",))

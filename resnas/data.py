@@ -1,0 +1,128 @@
+"""Datasets that fit in memory, split deterministically into train / validation / test.
+
+Built in: ``digits`` (scikit-learn), ``mnist1d`` (generated offline with the mnist1d
+package's ``make_dataset``, never its downloader), ``synthetic`` (any shape, for tests
+and benchmarks), ``cifar10`` (the CIFAR binary format from a local directory, no pickle)
+and ``package.module:function`` for your own data, returning ``(x, y)`` arrays.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from resnas.errors import ResnasError
+from resnas.space._model import DataSpec
+
+
+class DataError(ResnasError):
+    """The data could not be loaded (a missing directory, a failing user function...)."""
+
+
+@dataclass(frozen=True)
+class Splits:
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Splits:
+        return Splits(
+            *(t.to(device) for t in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test))
+        )
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return (x / 16.0).reshape(-1, 1, 8, 8), y
+
+
+def _mnist1d() -> tuple[np.ndarray, np.ndarray]:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    data = make_dataset(get_dataset_args())  # generated here; the package's downloader is never called
+    x = np.concatenate([data["x"], data["x_test"]]).astype(np.float32)
+    y = np.concatenate([data["y"], data["y_test"]])
+    return x[:, None, :], y
+
+
+def _synthetic(spec: DataSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian clusters around one random prototype per class: learnable, any shape."""
+    rng = np.random.default_rng(seed + 7919)
+    shape, classes = tuple(spec.shape or ()), int(spec.classes or 2)
+    prototypes = rng.normal(0, 1, (classes, *shape)).astype(np.float32)
+    y = rng.integers(0, classes, spec.samples)
+    x = prototypes[y] + rng.normal(0, 1.0, (spec.samples, *shape)).astype(np.float32)
+    return x, y
+
+
+def _cifar10(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+    root = Path(spec.path or "")
+    files = sorted(root.glob("data_batch_*.bin")) + sorted(root.glob("test_batch.bin"))
+    if not files:
+        raise DataError(f"data.path: no CIFAR-10 binary files (data_batch_*.bin) in {root}")
+    records = np.concatenate([np.fromfile(f, dtype=np.uint8).reshape(-1, 3073) for f in files])
+    y = records[:, 0].astype(np.int64)
+    x = records[:, 1:].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0
+    mean = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)[None, :, None, None]
+    std = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)[None, :, None, None]
+    return (x - mean) / std, y
+
+
+def _custom(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+    module_name, func_name = spec.dataset.split(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        raise DataError(f"data.dataset: cannot import {spec.dataset!r}: {exc}") from None
+    x, y = func()
+    x = np.asarray(x, dtype=np.float32)
+    if tuple(x.shape[1:]) != tuple(spec.shape or ()):
+        raise DataError(
+            f"data.dataset: {spec.dataset} returned inputs of shape {list(x.shape[1:])}, the spec says {spec.shape}"
+        )
+    return x, np.asarray(y)
+
+
+def load_arrays(spec: DataSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if spec.dataset == "digits":
+        x, y = _digits()
+    elif spec.dataset == "mnist1d":
+        x, y = _mnist1d()
+    elif spec.dataset == "synthetic":
+        x, y = _synthetic(spec, seed)
+    elif spec.dataset == "cifar10":
+        x, y = _cifar10(spec)
+    else:
+        x, y = _custom(spec)
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+@lru_cache(maxsize=4)
+def _load(spec_json: str, seed: int) -> Splits:
+    spec = DataSpec.model_validate(json.loads(spec_json))
+    x, y = load_arrays(spec, seed)
+    order = np.random.default_rng(seed).permutation(len(y))
+    if spec.limit is not None:
+        order = order[: spec.limit]
+    n = len(order)
+    n_test = int(round(n * spec.test_fraction))
+    n_val = max(1, int(round(n * spec.val_fraction)))
+    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    t = torch.from_numpy
+    return Splits(t(x[train]), t(y[train]), t(x[val]), t(y[val]), t(x[test]), t(y[test]))
+
+
+def load_data(spec: DataSpec, seed: int = 0) -> Splits:
+    """Train / validation / test splits; the same for the same spec and seed."""
+    return _load(spec.model_dump_json(), seed)

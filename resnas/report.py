@@ -1,0 +1,123 @@
+"""Read a study back: a ranked leaderboard and a list of studies, as pandas DataFrames.
+
+Reports read the storage only; they work the same whichever backend ran the trials.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from resnas.search._progress import is_finished
+from resnas.search._storage import open_storage, storage_url
+from resnas.search._study import REQUESTED, SPEC_HASH
+
+TrialState = optuna.trial.TrialState
+
+
+def pareto_ranks(values: np.ndarray, maximize: list[bool]) -> np.ndarray:
+    """Non-dominated sorting: rank 1 is the Pareto front, rank 2 the front without it, ..."""
+    signed = np.where(maximize, -values, values)  # minimise everything
+    n = len(signed)
+    ranks = np.zeros(n, dtype=int)
+    remaining = set(range(n))
+    rank = 0
+    while remaining:
+        rank += 1
+        front = [
+            i
+            for i in remaining
+            if not any(np.all(signed[j] <= signed[i]) and np.any(signed[j] < signed[i]) for j in remaining)
+        ]
+        for i in front:
+            ranks[i] = rank
+        remaining -= set(front)
+    return ranks
+
+
+def _row(t: optuna.trial.FrozenTrial, names: list[str]) -> dict:
+    attrs = t.user_attrs
+    metrics = attrs.get("metrics", {})
+    row: dict = {"trial": t.number, "state": t.state.name}
+    for i, name in enumerate(names):
+        row[name] = t.values[i] if t.values is not None else metrics.get(name, math.nan)
+    for extra in ("val_accuracy", "params", "train_flops", "train_seconds"):
+        if extra not in row:
+            row[extra] = metrics.get(extra, math.nan)
+    row.update(
+        connections=attrs.get("connections"),
+        kinds=attrs.get("kinds", ""),
+        epochs=attrs.get("epochs"),
+        fingerprint=attrs.get("fingerprint", ""),
+        repeat_of=attrs.get("repeat_of"),
+        node=attrs.get("node", attrs.get("host", "")),
+    )
+    return row
+
+
+def leaderboard(study: optuna.Study, include_partial: bool = False) -> pd.DataFrame:
+    """Finished trials ranked by the objective (by Pareto rank, then the first objective, for
+    several). Trials stopped early by a pruner or scheduler rank below fully trained ones
+    unless ``include_partial``."""
+    names = study.metric_names or [f"objective{i}" for i in range(len(study.directions))]
+    maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
+    trials = [t for t in study.get_trials(deepcopy=False) if is_finished(t)]
+    df = pd.DataFrame([_row(t, names) for t in trials])
+    if df.empty:
+        return pd.DataFrame(columns=["rank", "trial", "state", *names, "fingerprint"])
+    partial = (df["state"] != "COMPLETE") & (not include_partial)
+    values = df[names].to_numpy(dtype=float)
+    values = np.where(np.isfinite(values), values, np.where(maximize, -np.inf, np.inf))
+    df["pareto_rank"] = pareto_ranks(values, maximize) if len(names) > 1 else 1
+    first = df[names[0]] * (-1 if maximize[0] else 1)
+    df = df.assign(_partial=partial.astype(int), _first=first)
+    df = df.sort_values(["_partial", "pareto_rank", "_first", "trial"]).drop(columns=["_partial", "_first"])
+    if len(names) == 1:
+        df = df.drop(columns=["pareto_rank"])
+    if "pareto_rank" in df.columns:
+        df.insert(0, "pareto_rank", df.pop("pareto_rank"))
+    df.insert(0, "rank", range(1, len(df) + 1))
+    return df.reset_index(drop=True)
+
+
+def studies(storage: str | None = None) -> pd.DataFrame:
+    """Every study in the storage with its progress."""
+    store = open_storage(storage, heartbeat=False)
+    rows = []
+    for summary in sorted(optuna.get_all_study_summaries(store, include_best_trial=False), key=lambda s: s.study_name):
+        study = optuna.load_study(study_name=summary.study_name, storage=store)
+        trials = study.get_trials(deepcopy=False)
+        count = {s: sum(t.state == s for t in trials) for s in TrialState}
+        rows.append(
+            {
+                "study": summary.study_name,
+                "finished": sum(is_finished(t) for t in trials),
+                "requested": study.user_attrs.get(REQUESTED),
+                "complete": count[TrialState.COMPLETE],
+                "pruned": count[TrialState.PRUNED],
+                "failed": count[TrialState.FAIL],
+                "running": count[TrialState.RUNNING],
+                "objectives": ", ".join(study.metric_names or []),
+                "spec_hash": study.user_attrs.get(SPEC_HASH, ""),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "study",
+            "finished",
+            "requested",
+            "complete",
+            "pruned",
+            "failed",
+            "running",
+            "objectives",
+            "spec_hash",
+        ],
+    )
+
+
+__all__ = ["leaderboard", "pareto_ranks", "storage_url", "studies"]

@@ -1,0 +1,52 @@
+"""Run a search: trials of sampled architectures recorded in an Optuna study."""
+
+from __future__ import annotations
+
+import optuna
+
+from resnas.search._backend import Backend, SearchRequest, get_backend
+from resnas.search._objective import Objective, measure_and_train
+from resnas.search._progress import is_finished
+from resnas.search._storage import DEFAULT_STORAGE, open_storage, storage_url
+from resnas.search._study import load_study, open_study, stored_space
+from resnas.space import SearchSpace
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "Backend",
+    "Objective",
+    "SearchRequest",
+    "get_backend",
+    "is_finished",
+    "load_study",
+    "measure_and_train",
+    "open_storage",
+    "open_study",
+    "search",
+    "stored_space",
+]
+
+
+def search(
+    space: SearchSpace | None = None,
+    *,
+    storage: str | None = None,
+    study: str | None = None,
+    trials: int | None = None,
+    backend: str = "optuna",
+    **options,
+) -> optuna.Study:
+    """Search ``space`` until its study holds ``trials`` finished trials; resume if it exists.
+
+    With ``space=None`` the spec stored on study ``study`` is used. ``options`` are the
+    other fields of :class:`SearchRequest` (jobs, device, trial_timeout, ...).
+    """
+    url = storage_url(storage)
+    created, space = open_study(space, url, study, trials)
+    trials = trials or space.spec.search.trials
+    timeout = options.pop("trial_timeout", None) or space.spec.search.trial_timeout
+    request = SearchRequest(
+        space=space, storage=url, study=created.study_name, trials=trials, trial_timeout=timeout, **options
+    )
+    get_backend(backend).run(request)
+    return optuna.load_study(study_name=created.study_name, storage=open_storage(url, heartbeat=False))

@@ -1,0 +1,54 @@
+"""Backends run the trials of a study; each is chosen by name with :func:`get_backend`."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from resnas.errors import ResnasError
+from resnas.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    space: SearchSpace
+    storage: str
+    study: str
+    trials: int  # finished trials wanted in the study, in total
+    jobs: int = 1  # optuna: worker processes on this machine
+    device: str | None = None  # auto: CUDA when there is one
+    trial_timeout: float | None = None
+    gpus_per_trial: float = 1.0
+    cpus_per_trial: float = 1.0  # ray
+    max_concurrent: int | None = None  # ray
+    address: str | None = None  # ray: an existing cluster
+    max_failures: int = 2  # ray: retries of a trial that raised
+    progress: bool = True
+
+
+class Backend(ABC):
+    """Runs trials until the study holds ``request.trials`` finished trials.
+
+    Contract: every trial lands in the Optuna study named by the request, with the same
+    user attributes whichever backend ran it; a finished trial is never changed; running
+    the same request again continues where the last run stopped.
+    """
+
+    name: str
+
+    @abstractmethod
+    def run(self, request: SearchRequest) -> None: ...
+
+
+def get_backend(name: str) -> Backend:
+    if name == "optuna":
+        from resnas.search._optuna import OptunaBackend
+
+        return OptunaBackend()
+    if name == "ray":
+        try:
+            from resnas.search._ray import RayBackend
+        except ImportError as exc:
+            raise ResnasError(f"--backend ray needs Ray Tune: pip install 'resnas[ray]' ({exc})") from None
+        return RayBackend()
+    raise ResnasError(f"--backend: unknown backend {name!r} (use optuna or ray)")

@@ -1,0 +1,178 @@
+"""The Optuna objective: sample, build, measure, train, record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+from typing import Any
+
+import optuna
+import torch
+
+import resnas
+from resnas.costs import count_params, flops_per_sample, latency_ms, step_memory_mb
+from resnas.data import load_data
+from resnas.nn import build
+from resnas.space import Candidate, SearchSpace, sample
+from resnas.train import TrialFailure, resolve_device, train
+
+# Metrics reported per epoch, which a pruner can act on.
+EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss")
+FINISHED = "finished"  # trial user attr: True for a COMPLETE trial, or one a pruner/scheduler stopped
+
+
+class TrialFailed(Exception):
+    """Raised to end a trial as FAIL; the reason is already on the trial."""
+
+
+def candidate_key(candidate: Candidate) -> str:
+    """Architecture plus training settings: what makes two trials the same experiment."""
+    text = json.dumps({"arch": candidate.fingerprint, "train": candidate.train}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    return {
+        "resnas": resnas.__version__,
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def record_candidate(trial: optuna.Trial, candidate: Candidate, seed: int, device: torch.device) -> None:
+    arch = candidate.architecture
+    attrs: dict[str, Any] = {
+        "architecture": arch.to_dict(),
+        "fingerprint": arch.fingerprint,
+        "candidate_key": candidate_key(candidate),
+        "train": candidate.train,
+        "connections": len(arch.connections),
+        "kinds": ",".join(arch.kinds_used()),
+        "spans": sorted({c.span for c in arch.connections}),
+        "seed": seed,
+        "device": device_name(device),
+        "host": platform.node(),
+        "versions": versions(),
+    }
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def measure_and_train(
+    space: SearchSpace,
+    candidate: Candidate,
+    seed: int,
+    device: torch.device,
+    report: Any = None,
+    timeout: float | None = None,
+) -> tuple[dict[str, float], int, torch.nn.Module]:
+    """Build, measure costs, train. Returns (metrics, epochs trained, trained model)."""
+    arch, cfg = candidate.architecture, candidate.train
+    torch.manual_seed(seed)
+    model = build(arch)
+    data = load_data(space.spec.data, space.spec.search.seed)
+    shape = tuple(data.x_train.shape[1:])
+    costs: dict[str, float] = {"params": count_params(model)}
+    per_sample = flops_per_sample(model, shape)
+    if device.type == "cpu":
+        slots = 1 if cfg["optimizer"] == "sgd" else 2
+        costs["peak_memory_mb"] = step_memory_mb(model, shape, int(cfg["batch_size"]), slots)
+    else:
+        torch.cuda.reset_peak_memory_stats(device)
+    torch.manual_seed(seed)
+    model = build(arch)  # fresh weights: the measurement above ran a backward pass
+    result = train(model, data, cfg, seed=seed, device=device, report=report, timeout=timeout)
+    if device.type == "cuda":
+        costs["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    costs["train_flops"] = per_sample * len(data.y_train) * result.epochs
+    costs["latency_ms"] = latency_ms(model, shape, device)
+    return {**result.metrics, **costs}, result.epochs, model
+
+
+class Objective:
+    """Callable for ``study.optimize``; ``on_start`` runs first (the worker releases its claim lock)."""
+
+    def __init__(
+        self, space: SearchSpace, device: str | None = None, timeout: float | None = None, on_start: Any = None
+    ):
+        self.space = space
+        self.device = resolve_device(device)
+        self.timeout = timeout
+        self.on_start = on_start
+        self.metrics = [m for m, _ in space.objectives]
+
+    def values(self, metrics: dict[str, float]) -> list[float]:
+        values = [float(metrics[m]) for m in self.metrics]
+        if not all(math.isfinite(v) for v in values):
+            raise TrialFailure("nonfinite", f"objective values {values}")
+        return values
+
+    def _repeat_of(self, trial: optuna.Trial, key: str) -> optuna.trial.FrozenTrial | None:
+        done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        return next((t for t in done if t.user_attrs.get("candidate_key") == key and "metrics" in t.user_attrs), None)
+
+    def _reporter(self, trial: optuna.Trial) -> Any:
+        if len(self.metrics) != 1 or self.metrics[0] not in EPOCH_METRICS:
+            return None
+        metric = self.metrics[0]
+
+        def report(epoch: int, metrics: dict[str, float]) -> None:
+            trial.report(metrics[metric], epoch)
+            trial.set_user_attr("epochs", epoch)
+            if trial.should_prune():
+                trial.set_user_attr(FINISHED, True)
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} ({metric} {metrics[metric]:.4g})")
+
+        return report
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        if self.on_start is not None:
+            self.on_start()
+        candidate = sample(self.space, trial)
+        seed = self.space.spec.search.seed + trial.number
+        record_candidate(trial, candidate, seed, self.device)
+        earlier = self._repeat_of(trial, candidate_key(candidate))
+        if earlier is not None:
+            # Trained before in this study: record the earlier result instead of training again.
+            trial.set_user_attr("repeat_of", earlier.number)
+            for key in ("metrics", "epochs"):
+                trial.set_user_attr(key, earlier.user_attrs[key])
+            trial.set_user_attr(FINISHED, True)
+            return list(earlier.values)
+        try:
+            metrics, epochs, _ = measure_and_train(
+                self.space, candidate, seed, self.device, self._reporter(trial), self.timeout
+            )
+            values = self.values(metrics)
+        except TrialFailure as exc:
+            self._fail(trial, exc.reason, exc.detail, exc.epochs)
+            if exc.reason == "timeout":
+                raise optuna.TrialPruned(str(exc)) from None
+            raise TrialFailed(str(exc)) from None
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            self._fail(trial, "interrupted", "the worker was stopped", trial.user_attrs.get("epochs", 0))
+            raise
+        except Exception as exc:  # user data code, a bug in a custom block...: recorded, the search goes on
+            self._fail(trial, "error", f"{type(exc).__name__}: {exc}", 0)
+            raise TrialFailed(f"{type(exc).__name__}: {exc}") from exc
+        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr("epochs", epochs)
+        trial.set_user_attr(FINISHED, True)
+        return values
+
+    @staticmethod
+    def _fail(trial: optuna.Trial, reason: str, detail: str, epochs: int) -> None:
+        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr("fail_detail", detail[:500])
+        trial.set_user_attr("epochs", epochs)

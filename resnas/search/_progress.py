@@ -1,0 +1,102 @@
+"""Search progress: a live bar on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import timedelta
+
+import optuna
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from resnas.search._objective import FINISHED
+
+TrialState = optuna.trial.TrialState
+
+
+def is_finished(t: optuna.trial.FrozenTrial) -> bool:
+    """Counts towards ``--trials``: COMPLETE, or stopped early by a pruner or scheduler."""
+    return t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and bool(t.user_attrs.get(FINISHED)))
+
+
+def finished_count(study: optuna.Study) -> int:
+    return sum(is_finished(t) for t in study.get_trials(deepcopy=False))
+
+
+def best_text(study: optuna.Study) -> str:
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return "-"
+    names = study.metric_names or ["value"]
+    first = names[0]
+    pick = max if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else min
+    best = pick(done, key=lambda t: t.values[0])
+    return f"{first} {best.values[0]:.4g} (trial {best.number})"
+
+
+class SearchProgress:
+    """Watches a study and shows finished/requested, best so far, elapsed and ETA."""
+
+    def __init__(self, study: optuna.Study, requested: int, console: Console | None = None):
+        self.study = study
+        self.requested = requested
+        self.console = console or Console(stderr=False)
+        self.live = sys.stdout.isatty()
+        self.start = time.time()
+        self.initial = finished_count(study)
+        self.seen: set[int] = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        self._bar: Progress | None = None
+        self._task = None
+
+    def __enter__(self) -> SearchProgress:
+        if self.live:
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("best {task.fields[best]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(
+                self.study.study_name, total=self.requested, completed=self.initial, best=best_text(self.study)
+            )
+        else:
+            print(f"study {self.study.study_name}: {self.initial} of {self.requested} trials finished", flush=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self.update()
+            self._bar.__exit__(*exc)
+
+    def update(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        done = sum(is_finished(t) for t in trials)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=min(done, self.requested), best=best_text(self.study))
+            return
+        for t in trials:
+            if t.state.is_finished() and t.number not in self.seen:
+                self.seen.add(t.number)
+                print(self._line(t, done), flush=True)
+
+    def _line(self, t: optuna.trial.FrozenTrial, done: int) -> str:
+        elapsed = time.time() - self.start
+        new = max(1, done - self.initial)
+        eta = timedelta(seconds=int(elapsed / new * max(0, self.requested - done)))
+        if t.state == TrialState.COMPLETE:
+            names = self.study.metric_names or [f"objective{i}" for i in range(len(t.values))]
+            what = " ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values))
+            if "repeat_of" in t.user_attrs:
+                what += f" (repeat of trial {t.user_attrs['repeat_of']})"
+        else:
+            reason = t.user_attrs.get("fail_reason", "pruned" if t.state == TrialState.PRUNED else "")
+            what = f"{reason}: {t.user_attrs.get('fail_detail', '')}".strip(": ")
+        return (
+            f"trial {t.number} {t.state.name} {what} | {min(done, self.requested)}/{self.requested} finished, "
+            f"best {best_text(self.study)}, elapsed {timedelta(seconds=int(elapsed))}, eta {eta}"
+        )

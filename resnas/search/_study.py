@@ -1,0 +1,141 @@
+"""Create or resume the Optuna study of a spec; the spec's text and hash live on the study."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import optuna
+
+from resnas.errors import SpecError, StudyError
+from resnas.search._storage import open_storage, storage_url
+from resnas.space import SearchSpace, parse_space
+from resnas.space._parse import canonical
+from resnas.space._values import discrete_values, high_value
+
+# Study user attributes.
+SPEC_TEXT = "spec_text"
+SPEC_HASH = "spec_hash"
+SPEC_SOURCE = "spec_source"
+REQUESTED = "requested_trials"
+
+
+def make_sampler(space: SearchSpace, trials: int) -> optuna.samplers.BaseSampler:
+    search = space.spec.search
+    name, seed = search.sampler, search.seed
+    several = len(space.objectives) > 1
+    if name == "auto":
+        name = "nsga2" if several else "tpe"
+    if name == "tpe":
+        # multivariate + group model the conditional connection parameters jointly;
+        # constant_liar keeps parallel workers from proposing the same point.
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=min(10, max(4, trials // 3))
+        )
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(6, min(50, trials // 3)))
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    grid = {
+        path: discrete_values(value)
+        for path, value in space.searchable()
+        if path not in ("residual.span", "residual.count")
+    }
+    return optuna.samplers.GridSampler(grid, seed=seed)
+
+
+def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
+    pruner = space.spec.search.pruner
+    if pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
+    if pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=int(high_value(space.spec.train.epochs)))
+    return optuna.pruners.NopPruner()
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
+        out = {}
+        for i, value in enumerate(data):
+            out.update(_flatten(value, f"{prefix}[{i}]"))
+        return out
+    return {prefix: json.dumps(data, sort_keys=True)}
+
+
+def changed_keys(old: SearchSpace, new: SearchSpace) -> list[str]:
+    a, b = _flatten(canonical(old.raw)), _flatten(canonical(new.raw))
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def stored_space(study: optuna.Study) -> SearchSpace:
+    text = study.user_attrs.get(SPEC_TEXT)
+    if text is None:
+        raise StudyError(f"study {study.study_name!r} was not made by resnas (it has no stored spec)")
+    try:
+        return parse_space(text, f"study {study.study_name}")
+    except SpecError as exc:
+        raise StudyError(f"the spec stored on study {study.study_name!r} no longer validates: {exc}") from None
+
+
+def load_study(name: str | None, url: str | None = None, *, heartbeat: bool = False) -> optuna.Study:
+    """An existing study; with no name, the only study in the storage."""
+    storage = open_storage(url, heartbeat=heartbeat)
+    names = optuna.get_all_study_names(storage)
+    if name is None:
+        if len(names) != 1:
+            known = ", ".join(sorted(names)) or "none"
+            raise StudyError(f"--study: name a study (studies in {storage_url(url)}: {known})")
+        name = names[0]
+    if name not in names:
+        known = ", ".join(sorted(names)) or "none"
+        raise StudyError(f"--study: no study named {name!r} in {storage_url(url)} (studies there: {known})")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def open_study(
+    space: SearchSpace | None, url: str | None, name: str | None, trials: int | None = None
+) -> tuple[optuna.Study, SearchSpace]:
+    """Resume the study (refusing a changed spec) or create it; returns it with its space."""
+    url = storage_url(url)
+    storage = open_storage(url)
+    name = name or (space.name if space is not None else None)
+    names = optuna.get_all_study_names(storage)
+    if name is None:
+        raise StudyError("give a spec file or --study NAME")
+    if name in names:
+        probe = optuna.load_study(study_name=name, storage=storage)
+        stored = stored_space(probe)
+        if space is not None and space.hash != stored.hash:
+            keys = ", ".join(changed_keys(stored, space))
+            raise StudyError(
+                f"study {name!r} in {url} was made from a different spec (changed: {keys}); "
+                f"its trials are untouched. To search the new spec, name a new study: --study {name}-2"
+            )
+        space = stored if space is None else space
+    elif space is None:
+        known = ", ".join(sorted(names)) or "none"
+        raise StudyError(f"--study: no study named {name!r} in {url} (studies there: {known})")
+    trials = trials or space.spec.search.trials
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        directions=[d for _, d in space.objectives],
+        sampler=make_sampler(space, trials),
+        pruner=make_pruner(space),
+        load_if_exists=True,
+    )
+    if SPEC_TEXT not in study.user_attrs:
+        study.set_user_attr(SPEC_TEXT, space.text)
+        study.set_user_attr(SPEC_HASH, space.hash)
+        study.set_user_attr(SPEC_SOURCE, space.source)
+        study.set_user_attr("objectives", [list(o) for o in space.objectives])
+        study.set_metric_names([m for m, _ in space.objectives])
+    study.set_user_attr(REQUESTED, trials)
+    return study, space
