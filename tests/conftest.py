@@ -18,3 +18,18 @@ def run_cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Run ``resnas`` as a user would, in a fresh directory; returns the CompletedProcess."""
+    import subprocess
+
+    from helpers import resnas_cmd
+
+    def run(*args: object, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        return subprocess.run(resnas_cmd(*args), cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+                              env=full_env)
+
+    return run

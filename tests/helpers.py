@@ -13,3 +13,23 @@ MALFORMED = sorted((ROOT / "tests" / "space" / "malformed").glob("*.yaml"))
 def expectations(path: Path) -> dict[str, str]:
     """The ``# key: value`` header of a malformed spec."""
     return dict(re.findall(r"^# ([\w-]+): (.*)$", path.read_text(), re.M))
+
+TINY = ROOT / "tests" / "data" / "tiny.yaml"
+
+
+def resnas_cmd(*args: object) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "resnas", *map(str, args)]
+
+
+def load(tmp_path: Path, name: str = "tiny"):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'resnas.db'}")
+
+
+def complete(study) -> list:
+    import optuna
+
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("interrupted", highlight=False)
         return 130
     except typer.TyperException as exc:  # usage errors: click's one-line message, exit 2
+        if type(exc).__name__ == "Abort":  # click turns KeyboardInterrupt into its own Abort
+            err_console.print("interrupted", highlight=False)
+            return 130
         show = getattr(exc, "show", None)
         if show is None:
             raise

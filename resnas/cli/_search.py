@@ -16,7 +16,8 @@ from resnas.cli._options import StorageOpt, StudyOpt
 def quiet_optuna() -> None:
     import optuna
 
-    optuna.logging.set_verbosity(logging.WARNING)
+    # resnas prints its own line per trial (with the failure reason); Optuna would add tracebacks.
+    optuna.logging.set_verbosity(logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 from typing import Any
 
@@ -61,6 +62,7 @@ def record_candidate(trial: optuna.Trial, candidate: Candidate, seed: int, devic
         "seed": seed,
         "device": device_name(device),
         "host": platform.node(),
+        "pid": os.getpid(),
         "versions": versions(),
     }
     for key, value in attrs.items():

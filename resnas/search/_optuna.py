@@ -75,7 +75,7 @@ def run_worker(req: SearchRequest, index: int = 0, on_trial=None) -> int:
         last = max(study.get_trials(deepcopy=False)[before:], key=lambda t: t.number, default=None)
         if on_trial is not None:
             on_trial()
-        if last is not None and last.state == TrialState.FAIL:
+        if last is not None and not is_finished(last):
             consecutive_failures += 1
             if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
                 reason = last.user_attrs.get("fail_detail", "unknown")
