@@ -60,7 +60,7 @@ def _schedule(opt: torch.optim.Optimizer, cfg: dict[str, Any], steps: int) -> to
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
-def _is_oom(exc: BaseException) -> bool:
+def is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError | MemoryError):
         return True
     text = str(exc).lower()
@@ -152,7 +152,7 @@ def train(
     except TrialFailure:
         raise
     except Exception as exc:
-        if _is_oom(exc):
+        if is_oom(exc):
             if use_cuda:
                 torch.cuda.empty_cache()
             raise TrialFailure("oom", str(exc).splitlines()[0][:200], epoch - 1) from None

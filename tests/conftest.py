@@ -29,7 +29,8 @@ def cli(tmp_path):
 
     def run(*args: object, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        return subprocess.run(resnas_cmd(*args), cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
-                              env=full_env)
+        return subprocess.run(
+            resnas_cmd(*args), cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=full_env
+        )
 
     return run

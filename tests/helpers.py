@@ -14,6 +14,7 @@ def expectations(path: Path) -> dict[str, str]:
     """The ``# key: value`` header of a malformed spec."""
     return dict(re.findall(r"^# ([\w-]+): (.*)$", path.read_text(), re.M))
 
+
 TINY = ROOT / "tests" / "data" / "tiny.yaml"
 
 
@@ -33,3 +34,8 @@ def complete(study) -> list:
     import optuna
 
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def raising_data():
+    """A user dataset function that fails (``dataset: 'helpers:raising_data'``)."""
+    raise RuntimeError("the user's loader broke")

@@ -17,7 +17,7 @@ from resnas.costs import count_params, flops_per_sample, latency_ms, step_memory
 from resnas.data import load_data
 from resnas.nn import build
 from resnas.space import Candidate, SearchSpace, sample
-from resnas.train import TrialFailure, resolve_device, train
+from resnas.train import TrialFailure, is_oom, resolve_device, train
 
 # Metrics reported per epoch, which a pruner can act on.
 EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss")
@@ -166,6 +166,9 @@ class Objective:
             self._fail(trial, "interrupted", "the worker was stopped", trial.user_attrs.get("epochs", 0))
             raise
         except Exception as exc:  # user data code, a bug in a custom block...: recorded, the search goes on
+            if is_oom(exc):  # while measuring costs, outside the training loop
+                self._fail(trial, "oom", str(exc).splitlines()[0][:200], 0)
+                raise TrialFailed(f"oom: {exc}") from None
             self._fail(trial, "error", f"{type(exc).__name__}: {exc}", 0)
             raise TrialFailed(f"{type(exc).__name__}: {exc}") from exc
         trial.set_user_attr("metrics", metrics)

@@ -12,6 +12,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,12 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.st
         engine_kwargs = {"connect_args": {"timeout": 300}}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True}
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna")
+    warnings.filterwarnings(
+        "ignore",
+        message=".*(heartbeat|RetryHeartbeatStaleTrialCallback|set_metric_names).*",
+        category=optuna.exceptions.ExperimentalWarning,
+    )
     try:
         if not heartbeat:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)

@@ -14,8 +14,16 @@ from helpers import TINY, complete, load, resnas_cmd
 
 from resnas import Architecture
 
-METRICS = {"val_accuracy", "val_loss", "train_loss", "train_seconds", "train_flops", "params", "peak_memory_mb",
-           "latency_ms"}
+METRICS = {
+    "val_accuracy",
+    "val_loss",
+    "train_loss",
+    "train_seconds",
+    "train_flops",
+    "params",
+    "peak_memory_mb",
+    "latency_ms",
+}
 
 
 def test_small_search_records_every_trial(cli, tmp_path):
@@ -96,8 +104,13 @@ def slow_spec(tmp_path):
 def test_killed_worker_trial_fails_and_is_retried(cli, tmp_path):
     spec = slow_spec(tmp_path)
     env = {**os.environ, "RESNAS_HEARTBEAT_SECONDS": "1", "RESNAS_GRACE_SECONDS": "3"}
-    proc = subprocess.Popen(resnas_cmd("search", spec, "--trials", "2"), cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        resnas_cmd("search", spec, "--trials", "2"),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     killed = wait_for_running(tmp_path)
     proc.kill()  # SIGKILL: no chance to clean up
     proc.wait()
@@ -118,8 +131,13 @@ def test_killed_worker_trial_fails_and_is_retried(cli, tmp_path):
 
 def test_sigterm_ends_the_trial_cleanly_and_requeues_it(cli, tmp_path):
     spec = slow_spec(tmp_path)
-    proc = subprocess.Popen(resnas_cmd("search", spec, "--trials", "2"), cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        resnas_cmd("search", spec, "--trials", "2"),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stopped = wait_for_running(tmp_path)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -135,8 +153,12 @@ def test_sigterm_ends_the_trial_cleanly_and_requeues_it(cli, tmp_path):
 def test_same_seed_same_trials(cli, tmp_path):
     def run(sub: str) -> list:
         (tmp_path / sub).mkdir()
-        proc = subprocess.run(resnas_cmd("search", TINY, "--trials", "3", "--jobs", "1"), cwd=tmp_path / sub,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            resnas_cmd("search", TINY, "--trials", "3", "--jobs", "1"),
+            cwd=tmp_path / sub,
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stderr
         study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / sub / 'resnas.db'}")
         out = []
