@@ -60,6 +60,17 @@ def search(
     max_concurrent: Annotated[int | None, typer.Option("--max-concurrent", min=1, help="ray: trials at once.")] = None,
     address: Annotated[str | None, typer.Option("--address", help="ray: 'auto' or ray://HOST:PORT.")] = None,
     max_failures: Annotated[int, typer.Option("--max-failures", min=0, help="ray: retries of a failing trial.")] = 2,
+    keep_weights: Annotated[
+        bool,
+        typer.Option(
+            "--keep-weights",
+            help="Keep every trained trial's weights in the study's artifact store (resnas export uses them).",
+        ),
+    ] = False,
+    artifacts: Annotated[
+        str | None,
+        typer.Option("--artifacts", help="Artifact directory [default: resnas-artifacts beside the database]."),
+    ] = None,
     top: Annotated[int, typer.Option("--top", help="Rows of the final leaderboard.")] = 10,
 ) -> None:
     """Search a spec (or resume a stored study) until the study has --trials finished trials."""

@@ -39,8 +39,7 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.pre = pre
         self.act = act_layer()
-        self.sources = tuple(shortcuts)
-        # Keyed "h<source>": state_dict keys read blocks.7.shortcuts.h5.conv.weight.
+        # Keyed "h<source>", in merge order: state_dict keys read blocks.7.shortcuts.h5.conv.weight.
         self.shortcuts = nn.ModuleDict({f"h{src}": m for src, m in shortcuts.items()})
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,8 +47,8 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, h: list[torch.Tensor]) -> torch.Tensor:
         out = self.branch(x)
-        for src, shortcut in zip(self.sources, self.shortcuts.values()):
-            out = shortcut(out, h[src])
+        for source, shortcut in self.shortcuts.items():
+            out = shortcut(out, h[int(source[1:])])
         return out if self.pre else self.act(out)
 
 

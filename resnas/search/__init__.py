@@ -42,7 +42,7 @@ def search(
     other fields of :class:`SearchRequest` (jobs, device, trial_timeout, ...).
     """
     url = storage_url(storage)
-    created, space = open_study(space, url, study, trials)
+    created, space = open_study(space, url, study, trials, options.get("artifacts"))
     trials = trials or space.spec.search.trials
     timeout = options.pop("trial_timeout", None) or space.spec.search.trial_timeout
     request = SearchRequest(

@@ -23,6 +23,8 @@ class SearchRequest:
     max_concurrent: int | None = None  # ray
     address: str | None = None  # ray: an existing cluster
     max_failures: int = 2  # ray: retries of a trial that raised
+    keep_weights: bool = False  # store each trained trial's weights in the study's artifact store
+    artifacts: str | None = None  # artifact directory [default: resnas-artifacts beside the database]
     progress: bool = True
 
 

@@ -100,17 +100,38 @@ def measure_and_train(
     return {**result.metrics, **costs}, result.epochs, model
 
 
+def keep_weights(trial: optuna.Trial, model: torch.nn.Module, root: str) -> None:
+    """Store the trained weights (safetensors) in the study's artifact store; export uses them."""
+    import tempfile
+
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+    from safetensors.torch import save_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"trial{trial.number}.safetensors")
+        save_model(model.to("cpu"), path)
+        artifact = upload_artifact(artifact_store=FileSystemArtifactStore(root), file_path=path, study_or_trial=trial)
+    trial.set_user_attr("weights_artifact", artifact)
+
+
 class Objective:
     """Callable for ``study.optimize``; ``on_start`` runs first (the worker releases its claim lock)."""
 
     def __init__(
-        self, space: SearchSpace, device: str | None = None, timeout: float | None = None, on_start: Any = None
+        self,
+        space: SearchSpace,
+        device: str | None = None,
+        timeout: float | None = None,
+        on_start: Any = None,
+        artifacts: str | None = None,
     ):
         self.space = space
+        self.artifacts = artifacts  # where to keep trained weights; None: not kept
         self.device = resolve_device(device)
         self.timeout = timeout
         self.on_start = on_start
         self.metrics = [m for m, _ in space.objectives]
+        self.last_trial: int | None = None  # number of the trial this objective ran last (worker bookkeeping)
 
     def values(self, metrics: dict[str, float]) -> list[float]:
         values = [float(metrics[m]) for m in self.metrics]
@@ -139,6 +160,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> list[float]:
         if self.on_start is not None:
             self.on_start()
+        self.last_trial = trial.number
         candidate = sample(self.space, trial)
         seed = self.space.spec.search.seed + trial.number
         record_candidate(trial, candidate, seed, self.device)
@@ -151,10 +173,12 @@ class Objective:
             trial.set_user_attr(FINISHED, True)
             return list(earlier.values)
         try:
-            metrics, epochs, _ = measure_and_train(
+            metrics, epochs, model = measure_and_train(
                 self.space, candidate, seed, self.device, self._reporter(trial), self.timeout
             )
             values = self.values(metrics)
+            if self.artifacts is not None:
+                keep_weights(trial, model, self.artifacts)
         except TrialFailure as exc:
             self._fail(trial, exc.reason, exc.detail, exc.epochs)
             if exc.reason == "timeout":

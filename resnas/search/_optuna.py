@@ -22,7 +22,7 @@ from resnas.search._backend import Backend, SearchRequest
 from resnas.search._objective import Objective, TrialFailed
 from resnas.search._progress import SearchProgress, is_finished
 from resnas.search._storage import ClaimLock
-from resnas.search._study import open_study
+from resnas.search._study import artifact_dir, open_study
 from resnas.space import parse_space
 
 TrialState = optuna.trial.TrialState
@@ -45,7 +45,13 @@ def run_worker(req: SearchRequest, index: int = 0, on_trial=None) -> int:
     """Run trials until the study has ``req.trials`` finished ones. Returns trials this worker ran."""
     study, space = open_study(req.space, req.storage, req.study, req.trials)
     lock = ClaimLock(req.storage, req.study)
-    objective = Objective(space, _worker_device(req, index), req.trial_timeout, on_start=lock.release)
+    objective = Objective(
+        space,
+        _worker_device(req, index),
+        req.trial_timeout,
+        on_start=lock.release,
+        artifacts=artifact_dir(study) if req.keep_weights else None,
+    )
     ran = 0
     consecutive_failures = 0
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -62,17 +68,19 @@ def run_worker(req: SearchRequest, index: int = 0, on_trial=None) -> int:
             lock.release()  # enough trials are in flight; wait in case one of them fails
             time.sleep(POLL_SECONDS)
             continue
-        before = len(trials)
+        objective.last_trial = None
         try:
             study.optimize(objective, n_trials=1, catch=(TrialFailed,))
         except KeyboardInterrupt:
-            _requeue_interrupted(study, before)
+            if objective.last_trial is not None:
+                _requeue_interrupted(study, objective.last_trial)
             raise
         finally:
             if lock.held:
                 lock.release()
         ran += 1
-        last = max(study.get_trials(deepcopy=False)[before:], key=lambda t: t.number, default=None)
+        number = objective.last_trial
+        last = study.get_trials(deepcopy=False)[number] if number is not None else None
         if on_trial is not None:
             on_trial()
         if last is not None and not is_finished(last):
@@ -84,11 +92,11 @@ def run_worker(req: SearchRequest, index: int = 0, on_trial=None) -> int:
             consecutive_failures = 0
 
 
-def _requeue_interrupted(study: optuna.Study, before: int) -> None:
+def _requeue_interrupted(study: optuna.Study, number: int) -> None:
     """A trial stopped by SIGINT/SIGTERM is FAIL; queue its parameters so a resume tries them again."""
-    for t in study.get_trials(deepcopy=False)[before:]:
-        if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == "interrupted":
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+    t = study.get_trials(deepcopy=False)[number]
+    if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == "interrupted":
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
 
 
 def _child(req_fields: dict, space_text: str, source: str, index: int) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 from resnas.errors import SpecError, StudyError
-from resnas.search._storage import open_storage, storage_url
+from resnas.search._storage import open_storage, sqlite_path, storage_url
 from resnas.space import SearchSpace, parse_space
 from resnas.space._parse import canonical
 from resnas.space._values import discrete_values, high_value
@@ -18,6 +20,14 @@ SPEC_TEXT = "spec_text"
 SPEC_HASH = "spec_hash"
 SPEC_SOURCE = "spec_source"
 REQUESTED = "requested_trials"
+ARTIFACT_DIR = "artifact_dir"
+
+
+def artifact_dir(study: optuna.Study) -> str:
+    """The directory where this study keeps trained weights (created on first use)."""
+    root = study.user_attrs[ARTIFACT_DIR]
+    os.makedirs(root, exist_ok=True)
+    return root
 
 
 def make_sampler(space: SearchSpace, trials: int) -> optuna.samplers.BaseSampler:
@@ -100,7 +110,11 @@ def load_study(name: str | None, url: str | None = None, *, heartbeat: bool = Fa
 
 
 def open_study(
-    space: SearchSpace | None, url: str | None, name: str | None, trials: int | None = None
+    space: SearchSpace | None,
+    url: str | None,
+    name: str | None,
+    trials: int | None = None,
+    artifacts: str | None = None,
 ) -> tuple[optuna.Study, SearchSpace]:
     """Resume the study (refusing a changed spec) or create it; returns it with its space."""
     url = storage_url(url)
@@ -138,4 +152,8 @@ def open_study(
         study.set_user_attr("objectives", [list(o) for o in space.objectives])
         study.set_metric_names([m for m, _ in space.objectives])
     study.set_user_attr(REQUESTED, trials)
+    if artifacts is not None or ARTIFACT_DIR not in study.user_attrs:
+        db = sqlite_path(url)
+        default = (db.parent if db is not None else Path.cwd()) / "resnas-artifacts"
+        study.set_user_attr(ARTIFACT_DIR, str(Path(artifacts or default).resolve()))
     return study, space

@@ -41,7 +41,7 @@ def test_nan_and_oom_trials_fail_with_reasons_and_search_reaches_count(tmp_path,
 
     def build(arch):
         mode = next(modes, None)
-        return Sabotaged(real_build(arch), mode, steps_per_epoch=5) if mode else real_build(arch)
+        return Sabotaged(real_build(arch), mode, steps_per_epoch=10) if mode else real_build(arch)
 
     monkeypatch.setattr(objective_module, "build", build)
     study = search(load_space(TINY), storage=f"sqlite:///{tmp_path / 'r.db'}", trials=3)
@@ -81,7 +81,7 @@ def test_timeout_prunes_and_stops_a_hopeless_search(tmp_path):
 
 def test_user_data_error_is_recorded(tmp_path):
     text = TINY.read_text().replace(
-        "{dataset: digits, limit: 400}", "{dataset: 'helpers:raising_data', shape: [1, 8, 8], classes: 10}"
+        "{dataset: digits, limit: 500}", "{dataset: 'helpers:raising_data', shape: [1, 8, 8], classes: 10}"
     )
     with pytest.raises(ResnasError, match="the user's loader broke"):
         search(parse_space(text), storage=f"sqlite:///{tmp_path / 'r.db'}", trials=1)

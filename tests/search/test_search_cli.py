@@ -38,7 +38,7 @@ def test_small_search_records_every_trial(cli, tmp_path):
         assert arch.fingerprint == t.user_attrs["fingerprint"]
         assert set(t.user_attrs["metrics"]) >= METRICS
         assert all(t.user_attrs["metrics"][m] >= 0 for m in METRICS)
-        assert t.user_attrs["epochs"] == 2
+        assert t.user_attrs["epochs"] == 4
         assert t.user_attrs["device"] == "cpu"
         assert {"torch", "optuna", "resnas"} <= set(t.user_attrs["versions"])
         assert isinstance(t.user_attrs["seed"], int) and t.user_attrs["host"]
@@ -72,7 +72,7 @@ def test_changed_spec_is_refused_and_study_untouched(cli, tmp_path):
     assert cli("search", TINY, "--trials", "2").returncode == 0
     before = [(t.number, t.state, t.values, t.user_attrs) for t in load(tmp_path).trials]
     changed = tmp_path / "tiny.yaml"
-    changed.write_text(TINY.read_text().replace("epochs: 2", "epochs: 3").replace("channels: 8}", "channels: 16}"))
+    changed.write_text(TINY.read_text().replace("epochs: 4", "epochs: 3").replace("channels: 8}", "channels: 16}"))
     proc = cli("search", changed, "--trials", "3")
     assert proc.returncode == 2
     assert "train.epochs" in proc.stderr and "network.stem.channels" in proc.stderr
@@ -97,7 +97,7 @@ def wait_for_running(tmp_path, timeout: float = 120) -> int:
 
 def slow_spec(tmp_path):
     spec = tmp_path / "tiny.yaml"
-    spec.write_text(TINY.read_text().replace("epochs: 2", "epochs: 60").replace("limit: 400", "limit: 1000"))
+    spec.write_text(TINY.read_text().replace("epochs: 4", "epochs: 60").replace("limit: 500", "limit: 1000"))
     return spec
 
 

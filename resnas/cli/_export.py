@@ -1,0 +1,60 @@
+"""``resnas export``: the winner as plain PyTorch."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from resnas.cli._app import app, console
+from resnas.cli._options import StorageOpt, StudyOpt
+
+
+@app.command()
+def export(
+    study: StudyOpt = None,
+    storage: StorageOpt = None,
+    trial: Annotated[int | None, typer.Option("--trial", help="Export this trial number.")] = None,
+    rank: Annotated[int | None, typer.Option("--rank", help="Export the K-th of the leaderboard.")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="The .py file to write.")] = None,
+    class_name: Annotated[str | None, typer.Option("--class-name", help="Name of the network class.")] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            "--weights", help="Also write weights (.safetensors): kept by the search, or retrained under the spec."
+        ),
+    ] = None,
+    pt2: Annotated[str | None, typer.Option("--pt2", help="Also write a torch.export program (.pt2).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="Where to retrain and test [default: auto].")] = None,
+) -> None:
+    """Write a trial's architecture (default: the best) as a standalone PyTorch module."""
+    from resnas.cli._search import quiet_optuna
+    from resnas.export._api import export_trial
+
+    if trial is not None and rank is not None:
+        raise typer.BadParameter("give --trial or --rank, not both", param_hint="--rank")
+    if class_name is not None and not class_name.isidentifier():
+        raise typer.BadParameter(f"{class_name!r} is not a Python identifier", param_hint="--class-name")
+    quiet_optuna()
+    result = export_trial(
+        study,
+        storage,
+        trial=trial,
+        rank=rank,
+        out=output,
+        class_name=class_name,
+        weights=weights,
+        pt2=pt2,
+        device=device,
+    )
+    console.print(
+        f"wrote {result.path}: trial {result.trial} ({result.reason}), fingerprint {result.fingerprint}",
+        highlight=False,
+    )
+    if result.weights is not None:
+        console.print(
+            f"wrote {result.weights} ({result.weights_source}); test accuracy {result.test_accuracy:.4f}",
+            highlight=False,
+        )
+    for extra in result.extra:
+        console.print(f"wrote {extra}", highlight=False)
