@@ -145,7 +145,14 @@ def train(
             val_acc, val_loss = evaluate(model, data.x_val, data.y_val, autocast=autocast)
             if not math.isfinite(val_loss):
                 raise TrialFailure("nonfinite", f"validation loss is {val_loss} at epoch {epoch}", epoch)
-            metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc}
+            if use_cuda:
+                torch.cuda.synchronize(device)
+            metrics = {
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "train_seconds": time.perf_counter() - start,
+            }
             history.append(metrics)
             if report is not None:
                 report(epoch, metrics)
@@ -157,7 +164,4 @@ def train(
                 torch.cuda.empty_cache()
             raise TrialFailure("oom", str(exc).splitlines()[0][:200], epoch - 1) from None
         raise
-    if use_cuda:
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    return TrainResult({**history[-1], "train_seconds": seconds}, epochs, history)
+    return TrainResult(dict(history[-1]), epochs, history)

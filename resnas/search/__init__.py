@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import optuna
 
 from resnas.search._backend import Backend, SearchRequest, get_backend
@@ -48,5 +50,9 @@ def search(
     request = SearchRequest(
         space=space, storage=url, study=created.study_name, trials=trials, trial_timeout=timeout, **options
     )
+    if backend == "ray" and request.address is None:
+        # A local Ray instance binds loopback only when this is set before ray is imported;
+        # left alone, Ray picks the machine's outward-facing address.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     get_backend(backend).run(request)
     return optuna.load_study(study_name=created.study_name, storage=open_storage(url, heartbeat=False))

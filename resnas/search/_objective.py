@@ -49,7 +49,7 @@ def device_name(device: torch.device) -> str:
     return str(device)
 
 
-def record_candidate(trial: optuna.Trial, candidate: Candidate, seed: int, device: torch.device) -> None:
+def record_candidate(trial: optuna.Trial, candidate: Candidate, seed: int, device: torch.device | None) -> None:
     arch = candidate.architecture
     attrs: dict[str, Any] = {
         "architecture": arch.to_dict(),
@@ -60,11 +60,9 @@ def record_candidate(trial: optuna.Trial, candidate: Candidate, seed: int, devic
         "kinds": ",".join(arch.kinds_used()),
         "spans": sorted({c.span for c in arch.connections}),
         "seed": seed,
-        "device": device_name(device),
-        "host": platform.node(),
-        "pid": os.getpid(),
-        "versions": versions(),
     }
+    if device is not None:  # else the worker that trains it reports where it ran
+        attrs.update(device=device_name(device), host=platform.node(), pid=os.getpid(), versions=versions())
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
 
@@ -77,26 +75,37 @@ def measure_and_train(
     report: Any = None,
     timeout: float | None = None,
 ) -> tuple[dict[str, float], int, torch.nn.Module]:
-    """Build, measure costs, train. Returns (metrics, epochs trained, trained model)."""
+    """Build, measure costs, train. Returns (metrics, epochs trained, trained model).
+
+    ``report(epoch, metrics)`` sees every metric after each epoch, costs so far included.
+    """
     arch, cfg = candidate.architecture, candidate.train
     torch.manual_seed(seed)
     model = build(arch)
     data = load_data(space.spec.data, space.spec.search.seed)
     shape = tuple(data.x_train.shape[1:])
+    samples = len(data.y_train)
+    # Costs that do not depend on the weights are measured once, before training.
     costs: dict[str, float] = {"params": count_params(model)}
     per_sample = flops_per_sample(model, shape)
     if device.type == "cpu":
         slots = 1 if cfg["optimizer"] == "sgd" else 2
         costs["peak_memory_mb"] = step_memory_mb(model, shape, int(cfg["batch_size"]), slots)
-    else:
+    model.to(device)
+    costs["latency_ms"] = latency_ms(model, shape, device)
+    if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        if report is not None:
+            report(epoch, {**metrics, **costs, "train_flops": per_sample * samples * epoch})
+
     torch.manual_seed(seed)
     model = build(arch)  # fresh weights: the measurement above ran a backward pass
-    result = train(model, data, cfg, seed=seed, device=device, report=report, timeout=timeout)
+    result = train(model, data, cfg, seed=seed, device=device, report=on_epoch, timeout=timeout)
     if device.type == "cuda":
         costs["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    costs["train_flops"] = per_sample * len(data.y_train) * result.epochs
-    costs["latency_ms"] = latency_ms(model, shape, device)
+    costs["train_flops"] = per_sample * samples * result.epochs
     return {**result.metrics, **costs}, result.epochs, model
 
 

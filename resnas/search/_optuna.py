@@ -43,7 +43,7 @@ def _worker_device(req: SearchRequest, index: int) -> str | None:
 
 def run_worker(req: SearchRequest, index: int = 0, on_trial=None) -> int:
     """Run trials until the study has ``req.trials`` finished ones. Returns trials this worker ran."""
-    study, space = open_study(req.space, req.storage, req.study, req.trials)
+    study, space = open_study(req.space, req.storage, req.study, req.trials, worker=index)
     lock = ClaimLock(req.storage, req.study)
     objective = Objective(
         space,

@@ -93,6 +93,8 @@ class SearchProgress:
             what = " ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values))
             if "repeat_of" in t.user_attrs:
                 what += f" (repeat of trial {t.user_attrs['repeat_of']})"
+        elif is_finished(t):
+            what = f"stopped early after {t.user_attrs.get('epochs', '?')} epochs"
         else:
             reason = t.user_attrs.get("fail_reason", "pruned" if t.state == TrialState.PRUNED else "")
             what = f"{reason}: {t.user_attrs.get('fail_detail', '')}".strip(": ")

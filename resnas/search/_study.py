@@ -30,9 +30,17 @@ def artifact_dir(study: optuna.Study) -> str:
     return root
 
 
-def make_sampler(space: SearchSpace, trials: int) -> optuna.samplers.BaseSampler:
+def sampler_seed(space: SearchSpace, existing_trials: int, worker: int = 0) -> int:
+    """The spec's seed, moved on by the trials already in the study and by the worker index:
+    a resumed run or a second worker does not replay the first run's proposals, and a fresh
+    single-worker run is reproducible."""
+    return space.spec.search.seed + existing_trials + 100_003 * worker
+
+
+def make_sampler(space: SearchSpace, trials: int, seed: int | None = None) -> optuna.samplers.BaseSampler:
     search = space.spec.search
-    name, seed = search.sampler, search.seed
+    name = search.sampler
+    seed = search.seed if seed is None else seed
     several = len(space.objectives) > 1
     if name == "auto":
         name = "nsga2" if several else "tpe"
@@ -115,6 +123,7 @@ def open_study(
     name: str | None,
     trials: int | None = None,
     artifacts: str | None = None,
+    worker: int = 0,
 ) -> tuple[optuna.Study, SearchSpace]:
     """Resume the study (refusing a changed spec) or create it; returns it with its space."""
     url = storage_url(url)
@@ -137,11 +146,12 @@ def open_study(
         known = ", ".join(sorted(names)) or "none"
         raise StudyError(f"--study: no study named {name!r} in {url} (studies there: {known})")
     trials = trials or space.spec.search.trials
+    existing = len(probe.get_trials(deepcopy=False)) if name in names else 0
     study = optuna.create_study(
         study_name=name,
         storage=storage,
         directions=[d for _, d in space.objectives],
-        sampler=make_sampler(space, trials),
+        sampler=make_sampler(space, trials, sampler_seed(space, existing, worker)),
         pruner=make_pruner(space),
         load_if_exists=True,
     )

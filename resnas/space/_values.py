@@ -78,6 +78,14 @@ def _scalar(kind: str, value: Any, allowed: tuple | None, minimum: float | None)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"expected an integer, got {value!r}")
     elif kind == "float":
+        if isinstance(value, str) and _looks_numeric(value):
+            # YAML 1.1 reads 1e-4 and 1.0e6 as strings; 1.0e-4 and 1.0e+6 are numbers.
+            mantissa, exponent = f"{float(value):e}".split("e")
+            mantissa = mantissa.rstrip("0") + ("0" if mantissa.rstrip("0").endswith(".") else "")
+            raise ValueError(
+                f"expected a number, got the string {value!r}: YAML reads a number in exponent form "
+                f"only with a decimal point and a signed exponent, as {mantissa}e{int(exponent):+d}"
+            )
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"expected a number, got {value!r}")
         value = float(value)
@@ -91,6 +99,14 @@ def _scalar(kind: str, value: Any, allowed: tuple | None, minimum: float | None)
     if minimum is not None and value < minimum:
         raise ValueError(f"must be at least {minimum}, got {value!r}")
     return value
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _bounds(kind: str, raw: Any, minimum: float | None) -> tuple:

@@ -32,6 +32,7 @@ def test_four_workers_on_one_sqlite_file(cli, tmp_path):
     assert len(done) == 20
     assert not study.get_trials(states=(optuna.trial.TrialState.FAIL,))
     assert len({t.user_attrs["pid"] for t in done}) == 4, "every worker process finished trials"
+    assert not [t.number for t in done if "repeat_of" in t.user_attrs], "workers proposed the same candidates"
     assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))
 
 

@@ -1,0 +1,278 @@
+"""The Ray Tune backend: the same trials, on a Ray cluster, in the same Optuna study.
+
+Ray's ``OptunaSearch`` asks the resnas study for each trial (define-by-run, with the
+resnas sampler) and tells it the result, so the trials land in the same database as the
+optuna backend's and every report and export works on them unchanged. Only the driver
+writes to the storage: workers report metrics to the driver through Ray, so a SQLite
+file on the driver's machine is enough even for a cluster run.
+
+Single-objective specs are scheduled with ASHA (epochs are the time attribute); a trial
+it stops early is recorded PRUNED with the epochs it reached, and counts as finished.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from resnas.errors import ResnasError
+from resnas.search._backend import Backend, SearchRequest
+from resnas.search._objective import FINISHED, candidate_key, device_name, record_candidate, versions
+from resnas.search._progress import SearchProgress, is_finished
+from resnas.search._storage import open_storage
+from resnas.search._study import make_sampler, open_study, sampler_seed
+from resnas.space import FixedSuggester, SearchSpace, parse_space, sample
+from resnas.space._values import high_value
+
+TrialState = optuna.trial.TrialState
+REPEAT = "resnas_repeat_of"  # config key: this candidate finished before in the study
+EARLIER = "resnas_earlier_metrics"
+
+
+def _trainable(config: dict[str, Any], space_text: str, source: str, timeout: float | None) -> None:
+    """Runs on a Ray worker: rebuild the candidate from the parameters, train, report each epoch."""
+    import torch
+
+    from resnas.search._objective import measure_and_train
+    from resnas.train import resolve_device
+
+    where = {
+        "node": ray.get_runtime_context().get_node_id(),
+        "host": platform.node(),
+        "pid": os.getpid(),
+    }
+    device = resolve_device(None)
+    where["device"] = device_name(device)
+    where["versions"] = versions()
+    if REPEAT in config:  # finished before in this study: report the earlier result, train nothing
+        tune.report({**config[EARLIER], **where, "epoch": config[EARLIER]["epochs"]})
+        return
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+    space = parse_space(space_text, source)
+    params = {k: v for k, v in config.items() if not k.startswith("resnas_")}
+    candidate = sample(space, FixedSuggester(params))
+
+    def report(epoch: int, metrics: dict[str, float]) -> None:
+        tune.report({**metrics, **where, "epoch": epoch})
+
+    measure_and_train(space, candidate, config["resnas_seed"], device, report, timeout)
+
+
+class _TrialLog(tune.Callback):
+    """Keeps the driver's Trial objects so the searcher can read a failed trial's error."""
+
+    def __init__(self) -> None:
+        self.trials: dict[str, Any] = {}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.trials[trial.trial_id] = trial
+
+
+class ResnasOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that writes the resnas per-trial record (on the driver)."""
+
+    def __init__(self, space: SearchSpace, log: _TrialLog, **kwargs: Any):
+        self.resnas_space = space
+        self.log = log
+        self.last: dict[str, dict] = {}
+        self.epochs = int(high_value(space.spec.train.epochs))
+        super().__init__(space=self._define, **kwargs)
+
+    def _define(self, trial: Any) -> dict[str, Any]:
+        candidate = sample(self.resnas_space, trial)
+        seed = self.resnas_space.spec.search.seed + trial.number
+        record_candidate(trial, candidate, seed, None)  # the worker reports its device
+        extra: dict[str, Any] = {"resnas_seed": seed}
+        key = candidate_key(candidate)
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.user_attrs.get("candidate_key") == key and "metrics" in t.user_attrs:
+                trial.set_user_attr("repeat_of", t.number)
+                extra[REPEAT] = t.number
+                extra[EARLIER] = {**t.user_attrs["metrics"], "epochs": t.user_attrs.get("epochs", 0)}
+                break
+        return extra
+
+    def _node_ips(self) -> dict[str, str]:
+        """Node id -> the address the node registered with (ray.nodes, on the driver)."""
+        return {n["NodeID"]: n.get("NodeManagerAddress", "") for n in ray.nodes()}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.last[trial_id] = result
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        last = result or self.last.get(trial_id) or {}
+        for key in ("node", "host", "pid", "device"):
+            if key in last:
+                ot_trial.set_user_attr(key, last[key])
+        # Ray flattens nested results: {"versions": {"torch": ...}} arrives as "versions/torch".
+        reported = {k.split("/", 1)[1]: v for k, v in last.items() if k.startswith("versions/")}
+        if reported:
+            ot_trial.set_user_attr("versions", reported)
+        if "node" in last:
+            ot_trial.set_user_attr("node_ip", self._node_ips().get(last["node"], ""))
+        ray_trial = self.log.trials.get(trial_id)
+        if ray_trial is not None:
+            ot_trial.set_user_attr("ray_failures", int(ray_trial.num_failures))
+        epochs = int(last.get("epoch", 0))
+        ot_trial.set_user_attr("epochs", epochs)
+        names = [m for m, _ in self.resnas_space.objectives]
+        metrics = {
+            k: last[k]
+            for k in (
+                "val_accuracy",
+                "val_loss",
+                "train_loss",
+                "train_seconds",
+                "train_flops",
+                "params",
+                "peak_memory_mb",
+                "latency_ms",
+            )
+            if k in last
+        }
+        values = [metrics.get(m) for m in names]
+        state, reason = TrialState.COMPLETE, None
+        if error:
+            state, reason = TrialState.FAIL, self._error(trial_id)
+        elif None in values:
+            state, reason = TrialState.FAIL, ("error", "no result reported")
+        elif not all(math.isfinite(v) for v in values):
+            state, reason = TrialState.FAIL, ("nonfinite", f"objective values {values}")
+        elif epochs < self.epochs and "repeat_of" not in ot_trial.user_attrs:
+            state = TrialState.PRUNED  # stopped early by ASHA: finished, with the epochs it reached
+            ot_trial.set_user_attr("stopped_by", "asha")
+        if metrics:
+            ot_trial.set_user_attr("metrics", metrics)
+        if reason is not None:
+            ot_trial.set_user_attr("fail_reason", reason[0])
+            ot_trial.set_user_attr("fail_detail", reason[1][:500])
+        else:
+            ot_trial.set_user_attr(FINISHED, True)
+        if state == TrialState.COMPLETE:
+            self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
+        elif state == TrialState.PRUNED:
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        else:
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        self._completed_trials.add(trial_id)
+
+    def _error(self, trial_id: str) -> tuple[str, str]:
+        trial = self.log.trials.get(trial_id)
+        text = ""
+        if trial is not None:
+            try:
+                text = str(trial.get_error() or "")
+            except Exception:  # the error file may be gone
+                text = ""
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        detail = lines[-1] if lines else "the trial raised"
+        for reason in ("nonfinite", "oom", "timeout"):
+            if f"TrialFailure: {reason}" in text or detail.startswith(f"{reason}:"):
+                return reason, detail
+        return "error", detail
+
+
+def _fail_orphans(study: optuna.Study) -> None:
+    """RUNNING trials at the driver's start belong to a driver that died: fail them and queue
+    their parameters again (only the driver writes to the storage, and it is us)."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+
+
+class RayBackend(Backend):
+    name = "ray"
+
+    def run(self, request: SearchRequest) -> None:
+        study, space = open_study(request.space, request.storage, request.study, request.trials)
+        started_here = not ray.is_initialized()
+        if started_here:
+            try:
+                ray.init(address=request.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ResnasError(f"--address: cannot join Ray at {request.address}: {exc}") from None
+        results_dir = tempfile.mkdtemp(prefix="resnas-ray-")
+        try:
+            with SearchProgress(study, request.trials) as progress:
+                _fail_orphans(study)
+                stalled = 0
+                while True:
+                    done = sum(is_finished(t) for t in study.get_trials(deepcopy=False))
+                    if done >= request.trials:
+                        break
+                    self._fit(request, space, study, request.trials - done, results_dir)
+                    progress.update()
+                    after = sum(is_finished(t) for t in study.get_trials(deepcopy=False))
+                    stalled = stalled + 1 if after == done else 0
+                    if stalled >= 3:
+                        raise ResnasError(
+                            "no trial finished in three rounds of Ray trials; see the fail_reason of the study's trials"
+                        )
+        finally:
+            shutil.rmtree(results_dir, ignore_errors=True)
+            if started_here:
+                ray.shutdown()
+
+    @staticmethod
+    def _fit(request: SearchRequest, space: SearchSpace, study: optuna.Study, samples: int, results_dir: str) -> None:
+        metrics = [m for m, _ in space.objectives]
+        modes = ["max" if d == "maximize" else "min" for _, d in space.objectives]
+        single = len(metrics) == 1
+        log = _TrialLog()
+        searcher = ResnasOptunaSearch(
+            space,
+            log,
+            metric=metrics[0] if single else metrics,
+            mode=modes[0] if single else modes,
+            sampler=make_sampler(space, request.trials, sampler_seed(space, len(study.get_trials(deepcopy=False)))),
+            study_name=study.study_name,
+            storage=open_storage(request.storage, heartbeat=False),
+        )
+        epochs = int(high_value(space.spec.train.epochs))
+        scheduler = (
+            ASHAScheduler(
+                time_attr="epoch", metric=metrics[0], mode=modes[0], max_t=epochs, grace_period=1, reduction_factor=2
+            )
+            if single
+            else FIFOScheduler()
+        )
+        import torch
+
+        gpus = request.gpus_per_trial if torch.cuda.is_available() else 0
+        trainable = tune.with_resources(
+            tune.with_parameters(_trainable, space_text=space.text, source=space.source, timeout=request.trial_timeout),
+            {"cpu": request.cpus_per_trial, "gpu": gpus},
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=samples,
+                max_concurrent_trials=request.max_concurrent,
+            ),
+            run_config=tune.RunConfig(
+                name=f"{study.study_name}-{int(time.time())}",
+                storage_path=results_dir,
+                failure_config=tune.FailureConfig(max_failures=request.max_failures),
+                callbacks=[log],
+                verbose=0,
+            ),
+        )
+        tuner.fit()
