@@ -7,6 +7,22 @@ from resnas.space import Candidate, SearchSpace, load_space, parse_space, sample
 
 __version__ = "0.1.0"
 
+# Heavier parts (Optuna, the search, export) load on first use.
+_LAZY = {
+    "export_module": "resnas.export",
+    "export_trial": "resnas.export",
+    "leaderboard": "resnas.report",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'resnas' has no attribute {name!r}")
+
+
 __all__ = [
     "Architecture",
     "Block",
@@ -19,6 +35,9 @@ __all__ = [
     "StudyError",
     "__version__",
     "build",
+    "export_module",
+    "export_trial",
+    "leaderboard",
     "load_space",
     "parse_space",
     "sample",
