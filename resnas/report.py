@@ -85,7 +85,7 @@ def leaderboard(study: optuna.Study, include_partial: bool = False) -> pd.DataFr
 
 def studies(storage: str | None = None) -> pd.DataFrame:
     """Every study in the storage with its progress."""
-    store = open_storage(storage, heartbeat=False)
+    store = open_storage(storage, heartbeat=False, must_exist=True)
     rows = []
     for summary in sorted(optuna.get_all_study_summaries(store, include_best_trial=False), key=lambda s: s.study_name):
         study = optuna.load_study(study_name=summary.study_name, storage=store)

@@ -152,7 +152,7 @@ class Objective:
         done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         return next((t for t in done if t.user_attrs.get("candidate_key") == key and "metrics" in t.user_attrs), None)
 
-    def _reporter(self, trial: optuna.Trial) -> Any:
+    def _reporter(self, trial: optuna.Trial, epochs: int) -> Any:
         if len(self.metrics) != 1 or self.metrics[0] not in EPOCH_METRICS:
             return None
         metric = self.metrics[0]
@@ -160,7 +160,7 @@ class Objective:
         def report(epoch: int, metrics: dict[str, float]) -> None:
             trial.report(metrics[metric], epoch)
             trial.set_user_attr("epochs", epoch)
-            if trial.should_prune():
+            if epoch < epochs and trial.should_prune():  # a fully trained trial is complete, never pruned
                 trial.set_user_attr(FINISHED, True)
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} ({metric} {metrics[metric]:.4g})")
 
@@ -183,7 +183,12 @@ class Objective:
             return list(earlier.values)
         try:
             metrics, epochs, model = measure_and_train(
-                self.space, candidate, seed, self.device, self._reporter(trial), self.timeout
+                self.space,
+                candidate,
+                seed,
+                self.device,
+                self._reporter(trial, int(candidate.train["epochs"])),
+                self.timeout,
             )
             values = self.values(metrics)
             if self.artifacts is not None:

@@ -33,6 +33,7 @@ from resnas.search._progress import SearchProgress, is_finished
 from resnas.search._storage import open_storage
 from resnas.search._study import make_sampler, open_study, sampler_seed
 from resnas.space import FixedSuggester, SearchSpace, parse_space, sample
+from resnas.space._model import METRICS
 from resnas.space._values import high_value
 
 TrialState = optuna.trial.TrialState
@@ -132,20 +133,7 @@ class ResnasOptunaSearch(OptunaSearch):
         epochs = int(last.get("epoch", 0))
         ot_trial.set_user_attr("epochs", epochs)
         names = [m for m, _ in self.resnas_space.objectives]
-        metrics = {
-            k: last[k]
-            for k in (
-                "val_accuracy",
-                "val_loss",
-                "train_loss",
-                "train_seconds",
-                "train_flops",
-                "params",
-                "peak_memory_mb",
-                "latency_ms",
-            )
-            if k in last
-        }
+        metrics = {k: last[k] for k in METRICS if k in last}
         values = [metrics.get(m) for m in names]
         state, reason = TrialState.COMPLETE, None
         if error:

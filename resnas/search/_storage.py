@@ -39,12 +39,20 @@ def sqlite_path(url: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(path)
 
 
-def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.storages.RDBStorage:
-    """An ``RDBStorage`` for ``url`` (default ``sqlite:///resnas.db``), with heartbeats."""
+def open_storage(
+    url: str | None = None, *, heartbeat: bool = True, must_exist: bool = False
+) -> optuna.storages.RDBStorage:
+    """An ``RDBStorage`` for ``url`` (default ``sqlite:///resnas.db``), with heartbeats.
+
+    ``must_exist``: for commands that only read, a missing SQLite file is an error rather
+    than a new, empty database.
+    """
     url = storage_url(url)
     engine_kwargs: dict = {}
     db = sqlite_path(url)
     if db is not None:
+        if must_exist and not db.exists():
+            raise StudyError(f"--storage: no database at {db} (run resnas search first, or name one with --storage)")
         if not db.parent.exists():
             raise StudyError(f"--storage: directory {db.parent} does not exist")
         # WAL lets readers and one writer work at once; a long busy timeout rides out the

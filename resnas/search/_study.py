@@ -104,7 +104,7 @@ def stored_space(study: optuna.Study) -> SearchSpace:
 
 def load_study(name: str | None, url: str | None = None, *, heartbeat: bool = False) -> optuna.Study:
     """An existing study; with no name, the only study in the storage."""
-    storage = open_storage(url, heartbeat=heartbeat)
+    storage = open_storage(url, heartbeat=heartbeat, must_exist=True)
     names = optuna.get_all_study_names(storage)
     if name is None:
         if len(names) != 1:

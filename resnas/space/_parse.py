@@ -295,6 +295,12 @@ class _Checker:
                     "search",
                     "sampler",
                 )
+            if spec.residual.count == "all" and len(spec.residual.kinds) > 1:
+                self.fail(
+                    "the grid sampler cannot choose a kind per connection; list one kind, or use another sampler",
+                    "search",
+                    "sampler",
+                )
 
 
 def _split(path: str) -> tuple[str | int, ...]:
