@@ -8,6 +8,7 @@ permutation (no DataLoader workers for in-memory data). On CUDA: bf16 autocast,
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnas.data import Splits
+
+
+class StopRequested(Exception):
+    """The worker was asked to stop (SIGINT/SIGTERM); training ends at the next batch."""
 
 
 class TrialFailure(Exception):
@@ -92,11 +97,13 @@ def train(
     device: torch.device | None = None,
     report: Callable[[int, dict[str, float]], None] | None = None,
     timeout: float | None = None,
+    stop: threading.Event | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data.x_train`` for ``cfg['epochs']`` epochs.
 
     ``report(epoch, metrics)`` is called after every epoch (it may raise to prune).
-    Raises :class:`TrialFailure` for a non-finite loss, out-of-memory or a timeout.
+    Raises :class:`TrialFailure` for a non-finite loss, out-of-memory or a timeout, and
+    :class:`StopRequested` at the first batch after ``stop`` is set.
     """
     device = device or resolve_device()
     use_cuda = device.type == "cuda"
@@ -123,6 +130,8 @@ def train(
             order = torch.randperm(n, generator=gen).to(device)
             loss_sum = torch.zeros((), device=device)
             for b in range(steps_per_epoch):
+                if stop is not None and stop.is_set():
+                    raise StopRequested(f"stopped in epoch {epoch}")
                 idx = order[b * batch_size : (b + 1) * batch_size]
                 if len(idx) < 2 and b > 0:
                     continue  # batch norm cannot train on a single sample

@@ -17,7 +17,7 @@ from resnas.costs import count_params, flops_per_sample, latency_ms, step_memory
 from resnas.data import load_data
 from resnas.nn import build
 from resnas.space import Candidate, SearchSpace, sample
-from resnas.train import TrialFailure, is_oom, resolve_device, train
+from resnas.train import StopRequested, TrialFailure, is_oom, resolve_device, train
 
 # Metrics reported per epoch, which a pruner can act on.
 EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss")
@@ -74,6 +74,7 @@ def measure_and_train(
     device: torch.device,
     report: Any = None,
     timeout: float | None = None,
+    stop: Any = None,
 ) -> tuple[dict[str, float], int, torch.nn.Module]:
     """Build, measure costs, train. Returns (metrics, epochs trained, trained model).
 
@@ -102,7 +103,7 @@ def measure_and_train(
 
     torch.manual_seed(seed)
     model = build(arch)  # fresh weights: the measurement above ran a backward pass
-    result = train(model, data, cfg, seed=seed, device=device, report=on_epoch, timeout=timeout)
+    result = train(model, data, cfg, seed=seed, device=device, report=on_epoch, timeout=timeout, stop=stop)
     if device.type == "cuda":
         costs["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     costs["train_flops"] = per_sample * samples * result.epochs
@@ -133,8 +134,10 @@ class Objective:
         timeout: float | None = None,
         on_start: Any = None,
         artifacts: str | None = None,
+        stop: Any = None,
     ):
         self.space = space
+        self.stop = stop  # a threading.Event: once set, the running trial ends at its next batch
         self.artifacts = artifacts  # where to keep trained weights; None: not kept
         self.device = resolve_device(device)
         self.timeout = timeout
@@ -189,6 +192,7 @@ class Objective:
                 self.device,
                 self._reporter(trial, int(candidate.train["epochs"])),
                 self.timeout,
+                self.stop,
             )
             values = self.values(metrics)
             if self.artifacts is not None:
@@ -200,7 +204,7 @@ class Objective:
             raise TrialFailed(str(exc)) from None
         except optuna.TrialPruned:
             raise
-        except KeyboardInterrupt:
+        except (StopRequested, KeyboardInterrupt):
             self._fail(trial, "interrupted", "the worker was stopped", trial.user_attrs.get("epochs", 0))
             raise
         except Exception as exc:  # user data code, a bug in a custom block...: recorded, the search goes on

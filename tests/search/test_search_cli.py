@@ -168,3 +168,32 @@ def test_same_seed_same_trials(cli, tmp_path):
         return out
 
     assert run("a") == run("b")
+
+
+def test_sigterm_stops_every_worker_of_a_jobs_run(tmp_path):
+    spec = slow_spec(tmp_path)
+    proc = subprocess.Popen(
+        resnas_cmd("search", spec, "--trials", "4", "--jobs", "2"),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:  # both workers inside a trial
+        time.sleep(0.5)
+        try:
+            if len(load(tmp_path).get_trials(states=(optuna.trial.TrialState.RUNNING,))) == 2:
+                break
+        except Exception:
+            continue
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    study = load(tmp_path)
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    stopped = [t for t in study.trials if t.user_attrs.get("fail_reason") == "interrupted"]
+    assert len(stopped) == 2
+    queued = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert sorted(t.user_attrs["retry_of"] for t in queued) == sorted(t.number for t in stopped)
