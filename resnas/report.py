@@ -12,7 +12,7 @@ import optuna
 import pandas as pd
 
 from resnas.search._progress import is_finished
-from resnas.search._storage import open_storage, storage_url
+from resnas.search._storage import open_storage
 from resnas.search._study import REQUESTED, SPEC_HASH
 
 TrialState = optuna.trial.TrialState
@@ -120,4 +120,4 @@ def studies(storage: str | None = None) -> pd.DataFrame:
     )
 
 
-__all__ = ["leaderboard", "pareto_ranks", "storage_url", "studies"]
+__all__ = ["leaderboard", "pareto_ranks", "studies"]

@@ -57,14 +57,6 @@ def discrete_values(value: Any) -> list:
     return [value]
 
 
-def low_value(value: Any) -> Any:
-    if isinstance(value, IntRange | FloatRange):
-        return value.low
-    if isinstance(value, Choice):
-        return min(value.options)
-    return value
-
-
 def high_value(value: Any) -> Any:
     if isinstance(value, IntRange | FloatRange):
         return value.high
