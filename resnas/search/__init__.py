@@ -50,9 +50,12 @@ def search(
     request = SearchRequest(
         space=space, storage=url, study=created.study_name, trials=trials, trial_timeout=timeout, **options
     )
-    if backend == "ray" and request.address is None:
-        # A local Ray instance binds loopback only when this is set before ray is imported;
-        # left alone, Ray picks the machine's outward-facing address.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if backend == "ray":
+        # resnas prints its own progress; Ray's experiment box points at results it deletes.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        if request.address is None:
+            # A local Ray instance binds loopback only when this is set before ray is imported;
+            # left alone, Ray picks the machine's outward-facing address.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     get_backend(backend).run(request)
     return optuna.load_study(study_name=created.study_name, storage=open_storage(url, heartbeat=False))
