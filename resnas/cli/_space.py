@@ -30,9 +30,10 @@ def describe(value: object) -> str:
 
 
 def count_params(arch: Architecture) -> int:
+    from resnas.costs import count_params as params_of
     from resnas.nn import build
 
-    return sum(p.numel() for p in build(arch).parameters())
+    return params_of(build(arch))
 
 
 def architecture_table(arch: Architecture) -> Table:

@@ -11,6 +11,7 @@ deterministic (same architecture and header, same bytes) and formatted as
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 
@@ -307,9 +308,7 @@ class _Writer:
     def stem(self) -> str:
         arch = self.arch
         if self.kind == "mlp":
-            features = 1
-            for d in arch.input_shape:
-                features *= d
+            features = math.prod(arch.input_shape)
             layers = ["self.flatten = nn.Flatten()", f"self.conv = linear({features}, {arch.stem.channels})"]
             body = "self.act(self.norm(self.conv(self.flatten(x))))"
         else:

@@ -6,6 +6,8 @@ Module names are part of the interface (exported code has the same ``state_dict`
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -36,11 +38,8 @@ class Stem(nn.Module):
 
     def __init__(self, arch: Architecture):
         super().__init__()
-        in_channels = arch.input_shape[0]
-        if arch.kind == "mlp":
-            in_channels = 1
-            for d in arch.input_shape:
-                in_channels *= d
+        # An mlp flattens its input: the stem's Linear takes every feature.
+        in_channels = math.prod(arch.input_shape) if arch.kind == "mlp" else arch.input_shape[0]
         stem = arch.stem
         self.flatten = nn.Flatten() if arch.kind == "mlp" else None
         self.conv = make_conv(arch.kind, in_channels, stem.channels, stem.kernel, stem.stride, arch.norm == "none")

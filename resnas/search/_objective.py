@@ -34,6 +34,12 @@ def candidate_key(candidate: Candidate) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def earlier_result(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial | None:
+    """A COMPLETE trial of ``study`` that trained the same candidate, if any."""
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return next((t for t in done if t.user_attrs.get("candidate_key") == key and "metrics" in t.user_attrs), None)
+
+
 def versions() -> dict[str, str]:
     return {
         "resnas": resnas.__version__,
@@ -151,10 +157,6 @@ class Objective:
             raise TrialFailure("nonfinite", f"objective values {values}")
         return values
 
-    def _repeat_of(self, trial: optuna.Trial, key: str) -> optuna.trial.FrozenTrial | None:
-        done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        return next((t for t in done if t.user_attrs.get("candidate_key") == key and "metrics" in t.user_attrs), None)
-
     def _reporter(self, trial: optuna.Trial, epochs: int) -> Any:
         if len(self.metrics) != 1 or self.metrics[0] not in EPOCH_METRICS:
             return None
@@ -176,7 +178,7 @@ class Objective:
         candidate = sample(self.space, trial)
         seed = self.space.spec.search.seed + trial.number
         record_candidate(trial, candidate, seed, self.device)
-        earlier = self._repeat_of(trial, candidate_key(candidate))
+        earlier = earlier_result(trial.study, candidate_key(candidate))
         if earlier is not None:
             # Trained before in this study: record the earlier result instead of training again.
             trial.set_user_attr("repeat_of", earlier.number)

@@ -28,7 +28,14 @@ from ray.tune.search.optuna import OptunaSearch
 
 from resnas.errors import ResnasError
 from resnas.search._backend import Backend, SearchRequest
-from resnas.search._objective import FINISHED, candidate_key, device_name, record_candidate, versions
+from resnas.search._objective import (
+    FINISHED,
+    candidate_key,
+    device_name,
+    earlier_result,
+    record_candidate,
+    versions,
+)
 from resnas.search._progress import SearchProgress, is_finished
 from resnas.search._storage import open_storage
 from resnas.search._study import make_sampler, open_study, sampler_seed
@@ -96,13 +103,11 @@ class ResnasOptunaSearch(OptunaSearch):
         seed = self.resnas_space.spec.search.seed + trial.number
         record_candidate(trial, candidate, seed, None)  # the worker reports its device
         extra: dict[str, Any] = {"resnas_seed": seed}
-        key = candidate_key(candidate)
-        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get("candidate_key") == key and "metrics" in t.user_attrs:
-                trial.set_user_attr("repeat_of", t.number)
-                extra[REPEAT] = t.number
-                extra[EARLIER] = {**t.user_attrs["metrics"], "epochs": t.user_attrs.get("epochs", 0)}
-                break
+        earlier = earlier_result(trial.study, candidate_key(candidate))
+        if earlier is not None:
+            trial.set_user_attr("repeat_of", earlier.number)
+            extra[REPEAT] = earlier.number
+            extra[EARLIER] = {**earlier.user_attrs["metrics"], "epochs": earlier.user_attrs.get("epochs", 0)}
         return extra
 
     def _node_ips(self) -> dict[str, str]:

@@ -7,6 +7,7 @@ space-size count, so the three can never disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from resnas.arch import Block
 
@@ -63,8 +64,17 @@ def resolve(kind: str, same_shape: bool, grows: bool, on_shape_change: str) -> R
     return ("projection", None)
 
 
-def placements(stem_channels: int, blocks: list[Block], rules: Rules) -> list[tuple[int, int, list[Resolved]]]:
-    """Every (src, dst) a connection may take, with its resolved kinds in ``rules.kinds`` order.
+class Placement(NamedTuple):
+    """Where a connection may go, and what each requested kind becomes there."""
+
+    src: int
+    dst: int
+    kinds: list[Resolved]  # the distinct resolved kinds, in ``rules.kinds`` order
+    by_request: tuple[Resolved | None, ...]  # aligned with ``rules.kinds``; None: cannot go here
+
+
+def placements(stem_channels: int, blocks: list[Block], rules: Rules) -> list[Placement]:
+    """Every (src, dst) a connection may take, with its resolved kinds.
 
     Canonical order: by source, then destination. A placement where no requested kind
     can go is left out.
@@ -82,11 +92,11 @@ def placements(stem_channels: int, blocks: list[Block], rules: Rules) -> list[tu
                 continue
             same = channels[i] == channels[j] and stride == 1
             grows = channels[j] >= channels[i]
+            by_request = tuple(resolve(kind, same, grows, rules.on_shape_change) for kind in rules.kinds)
             kinds: list[Resolved] = []
-            for kind in rules.kinds:
-                r = resolve(kind, same, grows, rules.on_shape_change)
+            for r in by_request:
                 if r is not None and r not in kinds:
                     kinds.append(r)
             if kinds:
-                out.append((i, j, kinds))
+                out.append(Placement(i, j, kinds, by_request))
     return out

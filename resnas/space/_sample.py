@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from resnas.arch import Architecture, Connection, Stem
-from resnas.space._layout import make_blocks, placements, resolve
+from resnas.space._layout import make_blocks, placements
 from resnas.space._parse import SearchSpace, rules_of
 from resnas.space._values import Choice, FloatRange, IntRange
 
@@ -144,22 +144,19 @@ def sample(space: SearchSpace, suggester: Suggester | int = 0) -> Candidate:
         for c in range(count):
             u = s.suggest_float(f"residual.connections[{c}].position", 0.0, 1.0)
             chosen.append(remaining.pop(min(int(u * len(remaining)), len(remaining) - 1)))
-        chosen.sort(key=lambda p: (p[0], p[1]))
+        chosen.sort(key=lambda p: (p.src, p.dst))
     connections = []
-    channels = [stem_channels] + [b.out_channels for b in blocks]
-    for c, (src, dst, allowed) in enumerate(chosen):
+    for c, place in enumerate(chosen):
         kind = (
             res.kinds[0]
             if len(res.kinds) == 1
             else s.suggest_categorical(f"residual.connections[{c}].kind", list(res.kinds))
         )
-        stride = math.prod(b.stride for b in blocks[src:dst])
-        resolved = resolve(
-            kind, channels[src] == channels[dst] and stride == 1, channels[dst] >= channels[src], res.on_shape_change
-        )
-        if resolved not in allowed:
-            resolved = allowed[res.kinds.index(kind) % len(allowed)]
-        connections.append(Connection(src, dst, resolved[0], resolved[1]))
+        index = res.kinds.index(kind)
+        # A kind that cannot go here (say identity across a shape change under forbid) maps
+        # deterministically onto one that can.
+        resolved = place.by_request[index] or place.kinds[index % len(place.kinds)]
+        connections.append(Connection(place.src, place.dst, resolved[0], resolved[1]))
 
     gated = any(c.kind == "gated" for c in connections)
     arch = Architecture(

@@ -44,12 +44,12 @@ def _count_layout(space: SearchSpace, combo: tuple) -> int:
     options = placements(stem_channels, blocks, rules_of(spec))
     count = spec.residual.count
     sizes = None if count == "all" else sorted({min(c, len(options)) for c in discrete_values(count)})
-    every = _subsets_by_size([len(kinds) for _, _, kinds in options], sizes)
+    every = _subsets_by_size([len(p.kinds) for p in options], sizes)
     modes = len(discrete_values(spec.residual.gate.mode))
     if modes == 1:
         return every
     # The gate mode is one choice for the whole network, and only matters where a gate is.
-    no_gate = _subsets_by_size([sum(1 for k in kinds if k[0] != "gated") for _, _, kinds in options], sizes)
+    no_gate = _subsets_by_size([sum(1 for k in p.kinds if k[0] != "gated") for p in options], sizes)
     return no_gate + modes * (every - no_gate)
 
 
