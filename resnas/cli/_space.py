@@ -74,8 +74,9 @@ def validate(spec: SpecArg) -> None:
         table.add_row(path, describe(value))
     res = space.spec.residual
     table.add_row(
-        "residual.connections[*]",
-        f"placement and kind: kinds {', '.join(res.kinds)}; span {describe(res.span)}; scope {res.scope}",
+        "residual.s{S}b{I}-s{S}b{J}",
+        f"one per placement (blocks I..J of stage S): none or {', '.join(res.kinds)}; "
+        f"span {describe(res.span)}; scope {res.scope}; count {describe(res.count)}",
     )
     console.print(table)
     console.print(f"space size: {space_size(space)} architectures", highlight=False)

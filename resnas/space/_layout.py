@@ -73,6 +73,20 @@ class Placement(NamedTuple):
     by_request: tuple[Resolved | None, ...]  # aligned with ``rules.kinds``; None: cannot go here
 
 
+def block_label(blocks: list[Block], k: int) -> str:
+    """``s{stage}b{index within the stage}`` of block ``k``: the same block whatever the depth
+    of earlier stages."""
+    stage = blocks[k].stage
+    return f"s{stage}b{sum(1 for b in blocks[:k] if b.stage == stage)}"
+
+
+def placement_name(blocks: list[Block], src: int, dst: int) -> str:
+    """The structural parameter name of connection (src, dst): the first and the last block it
+    jumps over, as ``residual.s0b1-s0b2`` (from the input of stage 0's block 1 to the output of
+    its block 2). It names the same placement in every layout that offers it."""
+    return f"residual.{block_label(blocks, src)}-{block_label(blocks, dst - 1)}"
+
+
 def placements(stem_channels: int, blocks: list[Block], rules: Rules) -> list[Placement]:
     """Every (src, dst) a connection may take, with its resolved kinds.
 

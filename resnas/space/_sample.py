@@ -5,10 +5,22 @@ for use without Optuna, or :class:`FixedSuggester` to replay stored parameters) 
 for each value by its YAML path. Every sample satisfies its spec by construction:
 connections are drawn from the placements that are valid for the depths already drawn,
 so there is no rejection loop that could stall.
+
+Connections are encoded structurally (encoding version 2): every placement the drawn
+layout offers is one categorical parameter named by the blocks it jumps over
+(``residual.s0b1-s0b2``, see :func:`placement_name`) with the choices ``none`` plus the
+spec's kinds, the same choices everywhere. The same name therefore means the same
+placement in every trial, which is what lets TPE, NSGA-II and evolution learn where
+connections belong. ``count`` is kept by a deterministic repair: when the placements
+switched on are more (fewer) than the nearest allowed count, the surplus is switched off
+(the shortfall switched on, with the first listed kind), chosen by a generator seeded
+with the drawn values, so replaying the same parameters gives the same architecture.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,9 +28,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from resnas.arch import Architecture, Connection, Stem
-from resnas.space._layout import make_blocks, placements
+from resnas.space._layout import Placement, Resolved, make_blocks, placement_name, placements
 from resnas.space._parse import SearchSpace, rules_of
-from resnas.space._values import Choice, FloatRange, IntRange
+from resnas.space._values import Choice, FloatRange, IntRange, discrete_values
 
 
 class Suggester(Protocol):
@@ -89,6 +101,12 @@ class FixedSuggester:
         return self._get(name)
 
 
+# Version of the parameter encoding; stored on every new study (an older study's
+# parameters would mean other architectures).
+ENCODING_VERSION = 2
+NONE = "none"
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One sample: the architecture and the training settings it is trained with."""
@@ -134,29 +152,10 @@ def sample(space: SearchSpace, suggester: Suggester | int = 0) -> Candidate:
     blocks = make_blocks(stem_channels, stages, block_type, net.block.expansion)
 
     options = placements(stem_channels, blocks, rules_of(spec))
-    if res.count == "all":
-        chosen = list(options)
-    else:
-        # The spec guarantees count.low placements; count.high is capped by what this layout offers.
-        count = min(draw(s, "residual.count", res.count), len(options))
-        remaining = list(options)
-        chosen = []
-        for c in range(count):
-            u = s.suggest_float(f"residual.connections[{c}].position", 0.0, 1.0)
-            chosen.append(remaining.pop(min(int(u * len(remaining)), len(remaining) - 1)))
-        chosen.sort(key=lambda p: (p.src, p.dst))
-    connections = []
-    for c, place in enumerate(chosen):
-        kind = (
-            res.kinds[0]
-            if len(res.kinds) == 1
-            else s.suggest_categorical(f"residual.connections[{c}].kind", list(res.kinds))
-        )
-        index = res.kinds.index(kind)
-        # A kind that cannot go here (say identity across a shape change under forbid) maps
-        # deterministically onto one that can.
-        resolved = place.by_request[index] or place.kinds[index % len(place.kinds)]
-        connections.append(Connection(place.src, place.dst, resolved[0], resolved[1]))
+    connections = [
+        Connection(place.src, place.dst, *resolved)
+        for place, resolved in _draw_connections(s, blocks, options, res.kinds, res.count)
+    ]
 
     gated = any(c.kind == "gated" for c in connections)
     arch = Architecture(
@@ -177,3 +176,45 @@ def sample(space: SearchSpace, suggester: Suggester | int = 0) -> Candidate:
     )
     train = {key: draw(s, f"train.{key}", getattr(spec.train, key)) for key in type(spec.train).model_fields}
     return Candidate(arch, train)
+
+
+def _repair(chosen: dict[int, str], asked: list[tuple[int, str]], sizes: list[int], fill: str) -> dict[int, str]:
+    """Switch placements on or off until the count is the allowed size nearest to it."""
+    target = min(sizes, key=lambda c: (abs(c - len(chosen)), c))
+    if target == len(chosen):
+        return chosen
+    digest = hashlib.sha256(json.dumps(asked).encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    if target < len(chosen):
+        keep = sorted(rng.choice(sorted(chosen), size=target, replace=False).tolist())
+        return {i: chosen[i] for i in keep}
+    off = [i for i, _ in asked if i not in chosen]
+    extra = rng.choice(off, size=target - len(chosen), replace=False).tolist()
+    return {**chosen, **{int(i): fill for i in extra}}
+
+
+def _draw_connections(
+    s: Suggester, blocks: list, options: list[Placement], kinds: list[str], count: Any
+) -> list[tuple[Placement, Resolved]]:
+    """One categorical per placement (see the module docstring); returns (placement, resolved kind)."""
+    if count == 0 or not options:
+        return []
+    every = count == "all"
+    if every and len(kinds) == 1:
+        chosen = {i: kinds[0] for i in range(len(options))}
+    else:
+        choices = list(kinds) if every else [NONE, *kinds]
+        asked = [
+            (i, s.suggest_categorical(placement_name(blocks, p.src, p.dst), choices)) for i, p in enumerate(options)
+        ]
+        chosen = {i: kind for i, kind in asked if kind != NONE}
+        if not every:
+            sizes = sorted({min(c, len(options)) for c in discrete_values(count)})
+            chosen = _repair(chosen, asked, sizes, kinds[0])
+    out = []
+    for i in sorted(chosen):
+        place, index = options[i], kinds.index(chosen[i])
+        # A kind that cannot go here (say identity across a shape change under forbid) maps
+        # deterministically onto one that can.
+        out.append((place, place.by_request[index] or place.kinds[index % len(place.kinds)]))
+    return out

@@ -18,11 +18,11 @@ pytest.importorskip("ray.tune", reason="Ray Tune is not installed (pip install '
 
 pytestmark = pytest.mark.slow
 TrialState = optuna.trial.TrialState
-ADAPTIVE = ROOT / "search_spaces" / "adaptive.yaml"
+DIGITS = ROOT / "search_spaces" / "digits_cnn.yaml"
 
 
 def test_ray_study_works_with_leaderboard_and_export(cli, tmp_path):
-    proc = cli("search", ADAPTIVE, "--backend", "ray", "--trials", "6", "--study", "r1", timeout=900)
+    proc = cli("search", DIGITS, "--backend", "ray", "--trials", "6", "--study", "r1", timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     study = load(tmp_path, "r1")
     done = complete(study)
