@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from resnas.search._objective import CONFIRMS
 from resnas.search._progress import is_finished
 from resnas.search._storage import open_storage
 from resnas.search._study import REQUESTED, SPEC_HASH
@@ -48,6 +49,7 @@ def _row(t: optuna.trial.FrozenTrial, names: list[str]) -> dict:
         if extra not in row:
             row[extra] = metrics.get(extra, math.nan)
     row.update(
+        baseline=attrs.get("baseline", ""),
         connections=attrs.get("connections"),
         kinds=attrs.get("kinds", ""),
         epochs=attrs.get("epochs"),
@@ -81,6 +83,67 @@ def leaderboard(study: optuna.Study, include_partial: bool = False) -> pd.DataFr
         df.insert(0, "pareto_rank", df.pop("pareto_rank"))
     df.insert(0, "rank", range(1, len(df) + 1))
     return df.reset_index(drop=True)
+
+
+def confirmed(study: optuna.Study) -> pd.DataFrame:
+    """Trials retrained with more seeds (``--confirm``), ranked by the mean of the first
+    objective over all their seeds; mean, std (n-1) and the number of seeds."""
+    name = (study.metric_names or ["value"])[0]
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    trials = study.get_trials(deepcopy=False)
+    runs: dict[int, list[float]] = {}
+    for t in trials:
+        if t.state == TrialState.COMPLETE and CONFIRMS in t.user_attrs:
+            runs.setdefault(int(t.user_attrs[CONFIRMS]), []).append(t.values[0])
+    rows = []
+    for number, extra in runs.items():
+        original = trials[number]
+        values = [original.values[0], *extra]
+        attrs = original.user_attrs
+        rows.append(
+            {
+                "trial": number,
+                "baseline": attrs.get("baseline", ""),
+                f"{name} mean": float(np.mean(values)),
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+                "seeds": len(values),
+                "mean ± std": f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.4f}",
+                "connections": attrs.get("connections"),
+                "kinds": attrs.get("kinds", ""),
+                "fingerprint": attrs.get("fingerprint", ""),
+            }
+        )
+    if not rows:
+        return pd.DataFrame(columns=["rank", "trial", "baseline", f"{name} mean", "std", "seeds", "mean ± std"])
+    df = pd.DataFrame(rows)
+    df = df.assign(_key=df[f"{name} mean"] * sign).sort_values(["_key", "trial"]).drop(columns=["_key"])
+    df.insert(0, "rank", range(1, len(df) + 1))
+    return df.reset_index(drop=True)
+
+
+def summary(study: optuna.Study) -> str:
+    """One line: the best trial (by confirmed mean where there is one) and how far it is above
+    each baseline on the first objective."""
+    board = leaderboard(study)
+    board = board[board["state"] == "COMPLETE"]
+    if board.empty:
+        return "no finished trials"
+    name = (study.metric_names or ["value"])[0]
+    sure = confirmed(study)
+    if not sure.empty:
+        best, value = int(sure["trial"][0]), float(sure[f"{name} mean"][0])
+        what = f"best: trial {best}, {name} {value:.4f} (mean of {int(sure['seeds'][0])} seeds)"
+    else:
+        best, value = int(board["trial"].iloc[0]), float(board[name].iloc[0])
+        what = f"best: trial {best}, {name} {value:.4f}"
+    parts = [what]
+    for _, row in board[board["baseline"] != ""].iterrows():
+        ref = float(row[name])
+        match = sure[sure["trial"] == row["trial"]] if not sure.empty else sure
+        if not match.empty:
+            ref = float(match[f"{name} mean"].iloc[0])
+        parts.append(f"{value - ref:+.4f} over {row['baseline']} (trial {int(row['trial'])}, {ref:.4f})")
+    return "; ".join(parts)
 
 
 def studies(storage: str | None = None) -> pd.DataFrame:
@@ -120,4 +183,4 @@ def studies(storage: str | None = None) -> pd.DataFrame:
     )
 
 
-__all__ = ["leaderboard", "pareto_ranks", "studies"]
+__all__ = ["confirmed", "leaderboard", "pareto_ranks", "studies", "summary"]

@@ -72,6 +72,16 @@ def search(
         typer.Option("--artifacts", help="Artifact directory [default: resnas-artifacts beside the database]."),
     ] = None,
     top: Annotated[int, typer.Option("--top", help="Rows of the final leaderboard.")] = 10,
+    confirm: Annotated[
+        int | None,
+        typer.Option(
+            "--confirm",
+            min=0,
+            help="After the search, retrain the best K with --seeds more seeds each and rank them by the mean "
+            "[default: search.confirm of the spec].",
+        ),
+    ] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="More seeds per confirmed trial.")] = 2,
 ) -> None:
     """Search a spec (or resume a stored study) until the study has --trials finished trials."""
     quiet_optuna()
@@ -96,8 +106,21 @@ def search(
         max_concurrent=max_concurrent,
         address=address,
         max_failures=max_failures,
+        confirm=confirm,
+        seeds=seeds,
     )
     print_frame(leaderboard(result), f"leaderboard: {result.study_name}", top, drop=("node", "train_seconds"))
+    print_results(result)
+
+
+def print_results(study) -> None:
+    """The confirmed trials (mean ± std over seeds) and the summary line against the baselines."""
+    from resnas.report import confirmed, summary
+
+    sure = confirmed(study)
+    if not sure.empty:
+        print_frame(sure, f"confirmed: {study.study_name} (ranked by the mean over seeds)", drop=("std",))
+    console.print(summary(study), highlight=False)
 
 
 @app.command()
@@ -133,3 +156,4 @@ def leaderboard_cmd(
     if csv:
         df.to_csv(csv, index=False)
     print_frame(df, f"leaderboard: {st.study_name}", top, drop=("node",))
+    print_results(st)

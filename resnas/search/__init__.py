@@ -7,6 +7,9 @@ import os
 import optuna
 
 from resnas.search._backend import Backend, SearchRequest, get_backend
+from resnas.search._baselines import baselines
+from resnas.search._confirm import check_confirm, confirm
+from resnas.search._evolution import RegularizedEvolutionSampler
 from resnas.search._objective import Objective, measure_and_train
 from resnas.search._progress import is_finished
 from resnas.search._storage import DEFAULT_STORAGE, open_storage, storage_url
@@ -17,6 +20,9 @@ __all__ = [
     "DEFAULT_STORAGE",
     "Backend",
     "Objective",
+    "RegularizedEvolutionSampler",
+    "baselines",
+    "confirm",
     "SearchRequest",
     "get_backend",
     "is_finished",
@@ -41,11 +47,19 @@ def search(
     """Search ``space`` until its study holds ``trials`` finished trials; resume if it exists.
 
     With ``space=None`` the spec stored on study ``study`` is used. ``options`` are the
-    other fields of :class:`SearchRequest` (jobs, device, trial_timeout, ...).
+    other fields of :class:`SearchRequest` (jobs, device, trial_timeout, ...), and ``confirm``
+    (retrain the best K afterwards; default ``search.confirm``) with ``seeds`` more seeds each.
     """
     url = storage_url(storage)
+    top = options.pop("confirm", None)
+    seeds = options.pop("seeds", 2)
+    if space is not None:
+        top = space.spec.search.confirm if top is None else top
+        check_confirm(top, trials or space.spec.search.trials, seeds)  # before anything is stored
     created, space = open_study(space, url, study, trials, options.get("artifacts"))
     trials = trials or space.spec.search.trials
+    top = space.spec.search.confirm if top is None else top
+    check_confirm(top, trials, seeds)
     timeout = options.pop("trial_timeout", None) or space.spec.search.trial_timeout
     request = SearchRequest(
         space=space, storage=url, study=created.study_name, trials=trials, trial_timeout=timeout, **options
@@ -58,4 +72,6 @@ def search(
             # left alone, Ray picks the machine's outward-facing address.
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     get_backend(backend).run(request)
+    if top:
+        confirm(created, space, top, seeds, options.get("device"))
     return optuna.load_study(study_name=created.study_name, storage=open_storage(url, heartbeat=False))

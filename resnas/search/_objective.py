@@ -22,6 +22,7 @@ from resnas.train import StopRequested, TrialFailure, is_oom, resolve_device, tr
 # Metrics reported per epoch, which a pruner can act on.
 EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss")
 FINISHED = "finished"  # trial user attr: True for a COMPLETE trial, or one a pruner/scheduler stopped
+CONFIRMS = "confirms"  # trial user attr: the number of the trial this run repeats with another seed
 
 
 class TrialFailed(Exception):
@@ -178,7 +179,12 @@ class Objective:
         candidate = sample(self.space, trial)
         seed = self.space.spec.search.seed + trial.number
         record_candidate(trial, candidate, seed, self.device)
-        earlier = earlier_result(trial.study, candidate_key(candidate))
+        lineage = getattr(trial.study.sampler, "lineage", None)  # regularized evolution: parent and mutation
+        enqueued = any(k in trial.user_attrs for k in (CONFIRMS, "baseline", "retry_of"))
+        if lineage is not None and lineage(trial.number) is not None and not enqueued:
+            trial.set_user_attr("evolution", lineage(trial.number))
+        # A confirmation run trains again on purpose (another seed); anything else reuses a result.
+        earlier = None if CONFIRMS in trial.user_attrs else earlier_result(trial.study, candidate_key(candidate))
         if earlier is not None:
             # Trained before in this study: record the earlier result instead of training again.
             trial.set_user_attr("repeat_of", earlier.number)

@@ -10,13 +10,16 @@ import optuna
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from resnas.search._objective import FINISHED
+from resnas.search._objective import CONFIRMS, FINISHED
 
 TrialState = optuna.trial.TrialState
 
 
 def is_finished(t: optuna.trial.FrozenTrial) -> bool:
-    """Counts towards ``--trials``: COMPLETE, or stopped early by a pruner or scheduler."""
+    """Counts towards ``--trials``: COMPLETE, or stopped early by a pruner or scheduler;
+    never a confirmation run (``--confirm``), which repeats a finished trial with another seed."""
+    if CONFIRMS in t.user_attrs:
+        return False
     return t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and bool(t.user_attrs.get(FINISHED)))
 
 

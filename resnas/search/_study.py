@@ -10,9 +10,11 @@ from typing import Any
 import optuna
 
 from resnas.errors import SpecError, StudyError
+from resnas.search._baselines import BASELINE, baselines
 from resnas.search._storage import open_storage, sqlite_path, storage_url
 from resnas.space import SearchSpace, parse_space
 from resnas.space._parse import canonical
+from resnas.space._sample import ENCODING_VERSION
 from resnas.space._values import discrete_values, high_value
 
 # Study user attributes.
@@ -21,6 +23,7 @@ SPEC_HASH = "spec_hash"
 SPEC_SOURCE = "spec_source"
 REQUESTED = "requested_trials"
 ARTIFACT_DIR = "artifact_dir"
+ENCODING = "encoding_version"  # how parameters name connections (see resnas.space._sample)
 
 
 def artifact_dir(study: optuna.Study) -> str:
@@ -44,6 +47,11 @@ def make_sampler(space: SearchSpace, trials: int, seed: int | None = None) -> op
     several = len(space.objectives) > 1
     if name == "auto":
         name = "nsga2" if several else "tpe"
+    if name == "evolution":
+        from resnas.search._evolution import RegularizedEvolutionSampler
+
+        evo = search.evolution
+        return RegularizedEvolutionSampler(evo.population, evo.sample_size, evo.mutation.model_dump(), seed=seed)
     if name == "tpe":
         # multivariate + group model the conditional connection parameters jointly;
         # constant_liar keeps parallel workers from proposing the same point.
@@ -102,6 +110,20 @@ def stored_space(study: optuna.Study) -> SearchSpace:
         raise StudyError(f"the spec stored on study {study.study_name!r} no longer validates: {exc}") from None
 
 
+def check_encoding(study: optuna.Study) -> None:
+    """Refuse to add trials to a study whose parameters name connections differently."""
+    if SPEC_TEXT not in study.user_attrs:
+        return  # not (yet) a resnas study: stored_space says so
+    found = study.user_attrs.get(ENCODING, 1)
+    if found != ENCODING_VERSION:
+        raise StudyError(
+            f"study {study.study_name!r} was made with connection encoding {found} "
+            f"(parameters residual.connections[c].*); this resnas names connections by placement "
+            f"(encoding {ENCODING_VERSION}), so its trials cannot be continued; its trials are untouched. "
+            f"Search into a new study: --study {study.study_name}-2"
+        )
+
+
 def load_study(name: str | None, url: str | None = None, *, heartbeat: bool = False) -> optuna.Study:
     """An existing study; with no name, the only study in the storage."""
     storage = open_storage(url, heartbeat=heartbeat, must_exist=True)
@@ -134,6 +156,7 @@ def open_study(
         raise StudyError("give a spec file or --study NAME")
     if name in names:
         probe = optuna.load_study(study_name=name, storage=storage)
+        check_encoding(probe)
         stored = stored_space(probe)
         if space is not None and space.hash != stored.hash:
             keys = ", ".join(changed_keys(stored, space))
@@ -146,6 +169,7 @@ def open_study(
         known = ", ".join(sorted(names)) or "none"
         raise StudyError(f"--study: no study named {name!r} in {url} (studies there: {known})")
     trials = trials or space.spec.search.trials
+    references = baselines(space) if name not in names else {}  # a bad request fails before anything is stored
     existing = len(probe.get_trials(deepcopy=False)) if name in names else 0
     study = optuna.create_study(
         study_name=name,
@@ -156,11 +180,14 @@ def open_study(
         load_if_exists=True,
     )
     if SPEC_TEXT not in study.user_attrs:
+        study.set_user_attr(ENCODING, ENCODING_VERSION)  # before the spec: a resuming worker checks it
         study.set_user_attr(SPEC_TEXT, space.text)
         study.set_user_attr(SPEC_HASH, space.hash)
         study.set_user_attr(SPEC_SOURCE, space.source)
         study.set_user_attr("objectives", [list(o) for o in space.objectives])
         study.set_metric_names([m for m, _ in space.objectives])
+        for label, params in references.items():  # trained first: the reference points of the leaderboard
+            study.enqueue_trial(params, user_attrs={BASELINE: label}, skip_if_exists=True)
     study.set_user_attr(REQUESTED, trials)
     if artifacts is not None or ARTIFACT_DIR not in study.user_attrs:
         db = sqlite_path(url)

@@ -137,10 +137,32 @@ class ObjectiveSpec(_Section):
     direction: Literal["maximize", "minimize"]
 
 
+class MutationSpec(_Section):
+    # Relative weights of what one evolution mutation changes: a connection (add, remove,
+    # move, change its kind or span), a network value (a depth or width), a training value.
+    connection: float = Field(0.7, ge=0)
+    network: float = Field(0.15, ge=0)
+    train: float = Field(0.15, ge=0)
+
+
+class EvolutionSpec(_Section):
+    # Regularized evolution (Real et al. 2019): the population is the last `population`
+    # finished trials; a parent is the best of `sample_size` of them drawn at random.
+    population: int = Field(10, ge=2, le=10_000)
+    sample_size: int = Field(3, ge=1, le=10_000)
+    mutation: MutationSpec = MutationSpec()
+
+
 class SearchSettings(_Section):
     trials: int = Field(20, ge=1)
-    # auto: TPE for one objective, NSGA-II for several.
-    sampler: Literal["auto", "tpe", "nsga2", "random", "grid", "qmc"] = "auto"
+    # auto: TPE for one objective, NSGA-II for several; evolution: regularized evolution.
+    sampler: Literal["auto", "tpe", "nsga2", "random", "grid", "qmc", "evolution"] = "auto"
+    evolution: EvolutionSpec = EvolutionSpec()
+    # Train the reference points first: the backbone with no connections, and with a span-1
+    # identity (pad/projection across a shape change) around every block (classic ResNet).
+    baselines: bool = True
+    # After the search, retrain the best `confirm` trials with `--seeds` more seeds each.
+    confirm: int = Field(0, ge=0)
     # Epochs are the budget; single-objective studies only.
     pruner: Literal["none", "median", "hyperband"] = "none"
     seed: int = 0

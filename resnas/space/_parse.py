@@ -283,6 +283,16 @@ class _Checker:
         metrics = [o.metric for o in spec.objectives]
         if len(set(metrics)) != len(metrics):
             self.fail("an objective metric is listed twice", "objectives")
+        evolution = spec.search.evolution
+        if evolution.sample_size > evolution.population:
+            self.fail(
+                f"sample_size {evolution.sample_size} is larger than population {evolution.population}",
+                "search",
+                "evolution",
+                "sample_size",
+            )
+        if sum(evolution.mutation.model_dump().values()) <= 0:
+            self.fail("at least one mutation weight must be positive", "search", "evolution", "mutation")
         if spec.search.pruner != "none" and len(metrics) > 1:
             self.fail("pruners work on single-objective studies only; use pruner: none", "search", "pruner")
         if spec.search.sampler == "grid":
