@@ -46,7 +46,7 @@ def loader(model, x, y, batch, epochs, opt) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--spec", default="search_spaces/adaptive.yaml")
+    parser.add_argument("--spec", default="search_spaces/digits_cnn.yaml")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()

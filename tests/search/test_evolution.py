@@ -127,3 +127,21 @@ def test_evolution_options_out_of_range_are_spec_errors(bad, where):
 def test_sampler_rejects_bad_options_from_python():
     with pytest.raises(ValueError):
         RegularizedEvolutionSampler(population=4, sample_size=5)
+
+
+@pytest.mark.slow
+def test_evolution_with_two_workers_reads_the_shared_study(cli, tmp_path):
+    from helpers import TINY, complete, load
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(
+        TINY.read_text().replace("sampler: random", "sampler: evolution, evolution: {population: 4, sample_size: 2}")
+    )
+    proc = cli("search", spec, "--trials", "12", "--jobs", "2", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    done = complete(load(tmp_path))
+    assert len(done) == 12 and len({t.user_attrs["pid"] for t in done}) == 2
+    children = [t for t in done if "evolution" in t.user_attrs]
+    assert children, "no trial was bred from the population"
+    for t in children:  # each parent finished before its child was proposed
+        assert t.user_attrs["evolution"]["parent"] < t.number

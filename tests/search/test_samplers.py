@@ -12,7 +12,7 @@ from resnas.search import is_finished, search
 TrialState = optuna.trial.TrialState
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "random", "qmc", "auto"])
+@pytest.mark.parametrize("sampler", ["tpe", "random", "qmc", "auto", "evolution"])
 def test_samplers(tmp_path, sampler):
     text = TINY.read_text().replace("sampler: random", f"sampler: {sampler}")
     study = search(parse_space(text), storage=f"sqlite:///{tmp_path / 'r.db'}", trials=3)
