@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import math
+import warnings
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -214,7 +215,9 @@ def importance_figure(study: optuna.Study):
     try:
         # Optuna's default evaluator (PED-ANOVA) explains low target values: negate a maximised objective.
         sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
-        importances = optuna.importance.get_param_importances(study, target=lambda t: sign * t.values[0])
+        with warnings.catch_warnings():  # its reminder that low targets are explained: they are, by the sign
+            warnings.simplefilter("ignore", UserWarning)
+            importances = optuna.importance.get_param_importances(study, target=lambda t: sign * t.values[0])
     except (RuntimeError, ValueError, ZeroDivisionError) as exc:
         importances, reason = {}, str(exc)
     else:
@@ -225,6 +228,7 @@ def importance_figure(study: optuna.Study):
     else:
         _empty(fig, f"no importances: {reason}"[:120])
     fig.update_xaxes(title_text="importance for the first objective (Optuna's default evaluator)")
+    fig.update_yaxes(automargin=True)
     return _layout(fig, "Optuna parameter importances", height=max(300, 26 * len(importances) + 120))
 
 
@@ -334,7 +338,7 @@ def render_report(study: optuna.Study, top: int = 20) -> str:
     for name, note, fig in figures:
         div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}",
                           config={"displaylogo": False, "responsive": True})  # fmt: skip
-        sections.append(f'<section><p class="note">{html.escape(note)}</p>{div}</section>')
+        sections.append(f'<section>{div}<p class="note">{html.escape(note)}</p></section>')
     objectives = ", ".join(
         f"{n} ({'max' if d == optuna.study.StudyDirection.MAXIMIZE else 'min'})"
         for n, d in zip(study.metric_names or [], study.directions)
@@ -363,4 +367,17 @@ def write_report(study: optuna.Study, path: str | Path, top: int = 20) -> Path:
     return path
 
 
-__all__ = ["render_report", "trial_frame", "write_report"]
+def upload_report(study: optuna.Study, path: str | Path) -> str:
+    """Store the report in the study's artifact store (optuna-dashboard lists it); returns its id."""
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    from resnas.errors import StudyError
+    from resnas.search._study import ARTIFACT_DIR, artifact_dir
+
+    if ARTIFACT_DIR not in study.user_attrs:
+        raise StudyError(f"--upload: study {study.study_name!r} has no artifact store (it was not made by resnas)")
+    store = FileSystemArtifactStore(artifact_dir(study))
+    return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study, mimetype="text/html")
+
+
+__all__ = ["render_report", "trial_frame", "upload_report", "write_report"]

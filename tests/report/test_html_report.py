@@ -71,6 +71,16 @@ def test_report_is_self_contained(run_cli, study, tmp_path):
     assert "wrote" in stdout and len(re.findall(r'class="plotly-graph-div"', text)) == len(PLOTS)
     assert not re.search(r'<script[^>]+src=|<link[^>]+href="http', text)  # nothing to fetch at view time
     assert 'class="baseline"' in text and "★ plain" in text
+    # --upload: stored in the study's artifact store, where optuna-dashboard lists it
+    code, _, err = run_cli("report", "--storage", study, "-o", out, "--upload")
+    assert code == 2 and "--upload" in err and "artifact store" in err
+    st = optuna.load_study(study_name="demo", storage=study)
+    st.set_user_attr("artifact_dir", str(tmp_path / "artifacts"))
+    code, stdout, err = run_cli("report", "--storage", study, "-o", out, "--upload")
+    assert code == 0, err
+    (meta,) = optuna.artifacts.get_all_artifact_meta(st)
+    assert meta.filename == "report.html" and meta.artifact_id in stdout
+    assert len(list((tmp_path / "artifacts").iterdir())) == 1
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 from helpers import TINY
@@ -25,9 +27,10 @@ SCREENED = (
 
 
 @pytest.mark.slow
-def test_screened_search_trains_the_best_of_each_pool(tmp_path):
+def test_screened_search_trains_the_best_of_each_pool(tmp_path, run_cli):
     space = parse_space(SCREENED, "screened.yaml")
-    study = search(space, storage=f"sqlite:///{tmp_path / 'r.db'}")
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    study = search(space, storage=url)
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     out = [t for t in trials if "screened_out" in t.user_attrs]
@@ -43,6 +46,14 @@ def test_screened_search_trains_the_best_of_each_pool(tmp_path):
         assert len(t.user_attrs["history"]) == 2  # learning curves for a two-objective study
         assert t.user_attrs["placements"] == "none" or "→" in t.user_attrs["placements"]
     assert {u.user_attrs["screened_out"]["score"] for u in out} == {"synflow"}
+    # resnas diagnose --study --trial shows the profile the trial recorded
+    t = done[0]
+    code, stdout, err = run_cli("diagnose", "--storage", url, "--study", "tiny", "--trial", t.number)
+    assert code == 0, err
+    shown = float(re.search(r"init: gradient ratio last/first block ([0-9.e+-]+)x", stdout).group(1))
+    assert shown == pytest.approx(t.user_attrs["grad_profile"]["ratio"], rel=0.01)
+    code, _, err = run_cli("diagnose", "--storage", url, "--study", "tiny", "--trial", 99)
+    assert code == 2 and "no trial 99" in err
 
 
 def test_screen_settings_are_checked_at_parse_time():
