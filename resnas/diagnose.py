@@ -90,7 +90,7 @@ def gradient_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Grad
     return GradientProfile(tuple(weight), tuple(input_norms), loss.item())
 
 
-def diagnosis_batch(space, size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+def diagnosis_batch(space, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch every diagnosis and score uses: the first ``size`` training samples of the
     spec's data (the split is fixed by the search seed, so every candidate sees the same batch)."""
     from resnas.data import load_data

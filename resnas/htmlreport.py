@@ -20,6 +20,7 @@ import optuna
 import pandas as pd
 
 from resnas.report import leaderboard, pareto_ranks
+from resnas.search._progress import is_finished
 
 TrialState = optuna.trial.TrialState
 COSTS = ("params", "train_flops", "train_seconds", "latency_ms", "peak_memory_mb")
@@ -36,6 +37,8 @@ def trial_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per COMPLETE trial with its metrics and what it recorded before training."""
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if not is_finished(t):  # a confirmation run repeats a trial with another seed
+            continue
         attrs = t.user_attrs
         arch = attrs.get("architecture", {})
         conns = arch.get("connections", [])

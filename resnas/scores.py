@@ -49,20 +49,24 @@ def _backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     F.cross_entropy(model(x), y).backward()
 
 
-def grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def gradient_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """``grad_norm`` and ``snip`` from one backward pass."""
     _backward(model, x, y)
-    score = sum(m.weight.grad.norm().item() for m in weighted_layers(model) if m.weight.grad is not None)
+    layers = [m for m in weighted_layers(model) if m.weight.grad is not None]
+    scores = {
+        "grad_norm": float(sum(m.weight.grad.norm().item() for m in layers)),
+        "snip": float(sum((m.weight.grad * m.weight).abs().sum().item() for m in layers)),
+    }
     model.zero_grad(set_to_none=True)
-    return float(score)
+    return scores
+
+
+def grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return gradient_scores(model, x, y)["grad_norm"]
 
 
 def snip(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    _backward(model, x, y)
-    score = sum(
-        (m.weight.grad * m.weight).abs().sum().item() for m in weighted_layers(model) if m.weight.grad is not None
-    )
-    model.zero_grad(set_to_none=True)
-    return float(score)
+    return gradient_scores(model, x, y)["snip"]
 
 
 def synflow(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
@@ -163,11 +167,17 @@ def zero_cost_scores(
     model.train()
     scores, ms = {}, {}
     for name in names:
+        if name in scores:
+            continue
         start = time.perf_counter()
-        scores[name] = SCORE_FUNCTIONS[name](model, x, y)
+        if name in ("grad_norm", "snip"):  # one backward pass serves both
+            both = gradient_scores(model, x, y)
+            scores.update({k: v for k, v in both.items() if k in names})
+        else:
+            scores[name] = SCORE_FUNCTIONS[name](model, x, y)
         ms[name] = (time.perf_counter() - start) * 1000
         model.train()
     return scores, ms
 
 
-__all__ = ["SCORES", "SCORE_FUNCTIONS", "jacob_cov_of", "zero_cost_scores", *SCORES]
+__all__ = ["SCORES", "SCORE_FUNCTIONS", "gradient_scores", "jacob_cov_of", "zero_cost_scores", *SCORES]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from typing import Any
 
 import optuna
@@ -17,7 +17,7 @@ from resnas.scores import SCORES, zero_cost_scores
 from resnas.space import Candidate, SearchSpace
 
 TrialState = optuna.trial.TrialState
-SCORE_BATCH = 64  # NASLib's and Mellor et al.'s batch size for the proxies
+SCORE_BATCH = 64  # NASLib's batch size for the proxies; the recorded gradient profile uses it too
 SCREENED_OUT = "screened_out"  # trial user attr of a candidate screening did not train
 
 
@@ -34,10 +34,10 @@ def candidate_diagnostics(space: SearchSpace, candidate: Candidate, seed: int) -
     """The trial's record before training: placements, every score (and its milliseconds) and
     the gradient-flow profile, all of the network as it starts training."""
     arch = candidate.architecture
-    x, y = diagnosis_batch(space)
+    x, y = diagnosis_batch(space, SCORE_BATCH)
     model = initial_model(arch, seed)
-    values, ms = zero_cost_scores(model, x[:SCORE_BATCH], y[:SCORE_BATCH], tuple(s for s in SCORES if s != "grad_flow"))
-    profile = gradient_profile(initial_model(arch, seed), x, y)
+    values, ms = zero_cost_scores(model, x, y, tuple(s for s in SCORES if s != "grad_flow"))
+    profile = gradient_profile(model, x, y)  # the scores leave weights and gradients as they were
     ratio = profile.ratio
     values["grad_flow"] = -abs(math.log10(ratio)) if 0 < ratio < math.inf else -1e9
     return {
@@ -85,23 +85,31 @@ def screen_round(study: optuna.Study, objective: Any, score: str, pool: int, kee
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     }
     drawn = []
-    for _ in range(pool):
-        with warnings.catch_warnings():  # heartbeats are kept by run_asked, as optimize would
-            warnings.filterwarnings("ignore", message=".*Heartbeat.*")
-            trial = study.ask()
-        candidate = sample(space, trial)
-        seed = space.spec.search.seed + trial.number
-        record_candidate(trial, candidate, seed, objective.device)
-        value = record_diagnostics(trial, space, candidate, seed).get(score, -math.inf)
-        key = candidate_key(candidate)
-        drawn.append((key in earlier or key in {d[3] for d in drawn}, -value, trial, key))
-    drawn.sort(key=lambda d: (d[0], d[1], d[2].number))
-    for rank, (_, neg, trial, _) in enumerate(drawn[keep:], start=keep + 1):
+    with ExitStack() as beats:  # every asked trial has a heartbeat: a killed worker's pool is failed and retried
+        for _ in range(pool):
+            with warnings.catch_warnings():  # heartbeats are kept here and by run_asked, as optimize would
+                warnings.filterwarnings("ignore", message=".*Heartbeat.*")
+                trial = study.ask()
+            queued = bool(trial.user_attrs)  # queued with a purpose (a baseline, a retried winner): trained
+            if queued and not drawn:
+                beats.close()
+                run_asked(study, objective, trial, catch)
+                return
+            beats.enter_context(_heartbeat(study, trial))
+            candidate = sample(space, trial)
+            seed = space.spec.search.seed + trial.number
+            record_candidate(trial, candidate, seed, objective.device)
+            value = record_diagnostics(trial, space, candidate, seed).get(score, -math.inf)
+            key = candidate_key(candidate)
+            seen = key in earlier or key in {d[4] for d in drawn}
+            drawn.append((not queued, seen, -value, trial, key))
+    drawn.sort(key=lambda d: d[:3] + (d[3].number,))
+    for rank, (_, _, neg, trial, _) in enumerate(drawn[keep:], start=keep + 1):
         trial.set_user_attr(SCREENED_OUT, {"score": score, "value": -neg, "rank": rank, "pool": pool})
         trial.set_user_attr("fail_reason", SCREENED_OUT)  # progress lines and reports show why
         trial.set_user_attr("fail_detail", f"{score} {-neg:.4g}, rank {rank} of {pool}")
         study.tell(trial, state=TrialState.PRUNED)
-    for _, _, trial, _ in drawn[:keep]:
+    for *_, trial, _ in drawn[:keep]:
         trial.set_user_attr("screened_in", {"score": score, "pool": pool})
         run_asked(study, objective, trial, catch)
 

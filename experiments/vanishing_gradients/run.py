@@ -4,7 +4,7 @@ One-conv blocks with no norm (search_spaces/plain_deep.yaml's family), at depths
 with no connections (plain) or a span-1 identity, projection or gated connection around
 every block (order: pre), tanh and relu, on digits (conv2d) and mnist1d (conv1d). For each it
 prints the last/first block gradient ratio at initialisation (resnas.diagnose, one batch of
-128) and, with --epochs N > 0, the validation accuracy after N epochs of SGD.
+64) and, with --epochs N > 0, the validation accuracy after N epochs of SGD.
 
 Run: python experiments/vanishing_gradients/run.py                # ratios only, about a minute
      python experiments/vanishing_gradients/run.py --epochs 15 --depths 8 16 32 --datasets digits
