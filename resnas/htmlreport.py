@@ -226,13 +226,13 @@ def importance_figure(study: optuna.Study):
     else:
         reason = "no parameter varied between complete trials"
     if importances:
-        names = list(importances)[::-1]
+        names = list(importances)[:15][::-1]  # the fifteen that matter most
         fig.add_trace(go.Bar(x=[importances[n] for n in names], y=names, orientation="h", marker={"color": "#ff7f0e"}))
     else:
         _empty(fig, f"no importances: {reason}"[:120])
     fig.update_xaxes(title_text="importance for the first objective (Optuna's default evaluator)")
     fig.update_yaxes(automargin=True)
-    return _layout(fig, "Optuna parameter importances", height=max(300, 26 * len(importances) + 120))
+    return _layout(fig, "Optuna parameter importances", height=max(300, 26 * min(15, len(importances)) + 120))
 
 
 def progress_figure(study: optuna.Study, df: pd.DataFrame):
@@ -287,7 +287,7 @@ def _leaderboard_html(study: optuna.Study, top: int) -> str:
     names = study.metric_names or [f"objective{i}" for i in range(len(study.directions))]
     cols = [c for c in default_columns(board, names) if c != "grad_ratio"] + ["grad_ratio", "fingerprint"]
     cols = list(dict.fromkeys(c for c in cols if c in board.columns))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    head = "".join(f'<th class="{c}">{html.escape(c)}</th>' for c in cols)
     rows = []
     for _, row in board.head(top).iterrows():
         base = row.get("baseline")
@@ -297,17 +297,19 @@ def _leaderboard_html(study: optuna.Study, top: int) -> str:
             text = cell(c, row[c])
             if c == "placements" and mark:
                 text = f"★ {base}: {text}"
-            cells.append(f"<td>{html.escape(text)}</td>")
+            cells.append(f'<td class="{c}">{html.escape(text)}</td>')
         rows.append(f"<tr{mark}>{''.join(cells)}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1200px;color:#222}
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1200px;
+padding:0 16px;color:#222}
 h1{font-size:1.5em;margin-bottom:0}.meta{color:#666;margin-top:4px}
 section{margin:28px 0}h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bottom:4px}
 table{border-collapse:collapse;font-size:13px;width:100%}th,td{padding:3px 8px;border-bottom:1px solid #eee;
-text-align:right;white-space:nowrap}td:last-child,td:nth-last-child(3),th:nth-last-child(3){text-align:left}
+text-align:right;white-space:nowrap}.placements,.fingerprint{text-align:left}
+td.placements{white-space:normal;min-width:320px;font-size:12px}
 tr.baseline{background:#fff6d5}.note{color:#555;font-size:13px}
 """
 

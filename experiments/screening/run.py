@@ -38,7 +38,7 @@ HERE = Path(__file__).parent
 SPEC = HERE / "space.yaml"
 
 
-def correlation(n: int, out: Path) -> None:
+def correlation(n: int, out: Path, shard: tuple[int, int] = (0, 1), report: list[Path] | None = None) -> None:
     import pandas as pd
 
     space = load_space(SPEC)
@@ -51,7 +51,7 @@ def correlation(n: int, out: Path) -> None:
         writer = csv.DictWriter(f, fields)
         if not done:
             writer.writeheader()
-        for seed in range(n):
+        for seed in range(shard[0], n, shard[1]):
             if seed in done:
                 continue
             cand = sample(space, seed)
@@ -73,7 +73,7 @@ def correlation(n: int, out: Path) -> None:
             print(
                 f"{seed:>4} acc {row['val_accuracy']:.3f} conns {row['connections']:>2} ratio {row['grad_ratio']:.3g}"
             )
-    df = pd.read_csv(out)
+    df = pd.concat([pd.read_csv(p) for p in (report or [out])], ignore_index=True)
     print(f"\n{len(df)} architectures; val_accuracy mean {df.val_accuracy.mean():.3f}, max {df.val_accuracy.max():.3f}")
     print(
         f"scoring {df.score_ms.median():.0f} ms median per candidate; training {df.train_seconds.median():.1f} s median"
@@ -88,10 +88,10 @@ def run_arm(text: str, seed: int, trained: int, screen: str | None, storage: str
     from resnas.search import search
 
     extra = f", screen: {{score: {screen}, pool: 4, keep: 1}}" if screen else ""
-    text = text.replace(
-        "search: {trials: 8, sampler: random, seed: 0}",
-        f"search: {{trials: {trained}, sampler: random, seed: {seed}{extra}}}",
-    )
+    line = "search: {trials: 8, sampler: random, seed: 0, baselines: false}"
+    assert line in text, f"{SPEC} no longer has the line {line!r}"
+    text = text.replace(line, f"search: {{trials: {trained}, sampler: random, seed: {seed}, baselines: false{extra}}}")
+
     space = parse_space(text, "space.yaml")
     study = search(space, storage=storage, study=f"s{seed}-{screen or 'none'}")
     clock, curve = 0.0, []
@@ -179,6 +179,8 @@ def main() -> None:
     c = sub.add_parser("correlation")
     c.add_argument("--n", type=int, default=100)
     c.add_argument("--out", type=Path, default=HERE / "correlation.csv")
+    c.add_argument("--shard", default="0/1", help="I/K: this process trains seeds I, I+K, ... (run K at once)")
+    c.add_argument("--report", type=Path, nargs="*", help="summarise these CSVs together (the shards' outputs)")
     m = sub.add_parser("compare")
     m.add_argument("--score", default="grad_flow", choices=SCORES)
     m.add_argument("--trained", type=int, default=8)
@@ -191,7 +193,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.cmd == "correlation":
-        correlation(args.n, args.out)
+        i, k = map(int, args.shard.split("/"))
+        correlation(args.n, args.out, (i, k), args.report)
     elif args.cmd == "simulate":
         simulate(args.csv, args.trained, args.pool, args.reps)
     else:

@@ -10,6 +10,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from resnas.cli._app import app, console
 from resnas.cli._options import StorageOpt, StudyOpt
@@ -95,7 +96,7 @@ def table(df, title: str, columns: list[str], width: int | None = None) -> Table
             justify = "right" if df[col].dtype.kind in "iuf" else "left"
             t.add_column(label, justify=justify, no_wrap=True, min_width=fits[i])
     for cells in rows:
-        t.add_row(*cells)
+        t.add_row(*(Text(c) for c in cells))  # plain text: "[classic ResNet]" is not rich markup
     return t
 
 

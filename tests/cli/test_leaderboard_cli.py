@@ -33,6 +33,7 @@ def storage(tmp_path):
             "placements": PLACEMENTS,
             "grad_profile": {"ratio": 3.2e4},
             "scores": {"synflow": 10.5},
+            "baseline": "no connections" if i == 5 else "",
         }
         study.add_trial(optuna.trial.create_trial(values=[metrics["val_accuracy"], flops], user_attrs=attrs))
     return url
@@ -47,6 +48,7 @@ def test_default_table_fits_100_columns_with_units(run_cli, storage):
     assert "0.9" in first and "29.6 k params" in first and "1.2 GFLOP" in first and "0→2 gated" in first
     assert "…" in first  # the long placement list is cut to fit, numbers never are
     assert sum(line.strip()[:2].strip().isdigit() for line in lines) == 12
+    assert "[no connections] 0→2 gated" in out  # baselines marked (and not taken for markup)
 
 
 def test_columns_wide_csv_and_json(run_cli, storage, tmp_path):

@@ -19,7 +19,7 @@ SCREENED = (
     .replace(
         "search: {trials: 4, sampler: random, seed: 0}",
         "objectives: [{metric: val_accuracy, direction: maximize}, {metric: params, direction: minimize}]\n"
-        "search: {trials: 2, sampler: random, seed: 0, screen: {score: synflow, pool: 3, keep: 1}}",
+        "search: {trials: 2, sampler: random, seed: 0, baselines: false, screen: {score: synflow, pool: 3, keep: 1}}",
     )
     .replace("epochs: 4", "epochs: 2")
     .replace("limit: 500", "limit: 200")
