@@ -56,7 +56,11 @@ def _row(t: optuna.trial.FrozenTrial, names: list[str]) -> dict:
         fingerprint=attrs.get("fingerprint", ""),
         repeat_of=attrs.get("repeat_of"),
         node=attrs.get("node", attrs.get("host", "")),
+        placements=attrs.get("placements", ""),
+        grad_ratio=attrs.get("grad_profile", {}).get("ratio", math.nan),
     )
+    for name, value in attrs.get("scores", {}).items():
+        row[f"score_{name}"] = value
     return row
 
 

@@ -1,4 +1,4 @@
-"""``resnas search``, ``studies`` and ``leaderboard``."""
+"""``resnas search`` and ``studies``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from resnas.cli._app import app, console
+from resnas.cli._leaderboard import print_leaderboard
 from resnas.cli._options import StorageOpt, StudyOpt
 
 
@@ -109,7 +110,8 @@ def search(
         confirm=confirm,
         seeds=seeds,
     )
-    print_frame(leaderboard(result), f"leaderboard: {result.study_name}", top, drop=("node", "train_seconds"))
+    names = result.metric_names or [f"objective{i}" for i in range(len(result.directions))]
+    print_leaderboard(leaderboard(result), f"leaderboard: {result.study_name}", names, top)
     print_results(result)
 
 
@@ -134,26 +136,3 @@ def studies(storage: StorageOpt = None) -> None:
         console.print("no studies", highlight=False)
         return
     print_frame(df, "studies")
-
-
-@app.command("leaderboard")
-def leaderboard_cmd(
-    study: StudyOpt = None,
-    storage: StorageOpt = None,
-    top: Annotated[int | None, typer.Option("--top", "-k", min=1, help="Show the best K.")] = None,
-    csv: Annotated[str | None, typer.Option("--csv", help="Also write the whole table as CSV.")] = None,
-    include_partial: Annotated[
-        bool, typer.Option("--include-partial", help="Rank early-stopped trials with the rest.")
-    ] = False,
-) -> None:
-    """The finished trials of a study, ranked (Pareto rank first, for several objectives)."""
-    quiet_optuna()
-    from resnas.report import leaderboard
-    from resnas.search import load_study
-
-    st = load_study(study, storage)
-    df = leaderboard(st, include_partial)
-    if csv:
-        df.to_csv(csv, index=False)
-    print_frame(df, f"leaderboard: {st.study_name}", top, drop=("node",))
-    print_results(st)

@@ -6,6 +6,7 @@ import os
 
 import optuna
 
+from resnas.errors import ResnasError
 from resnas.search._backend import Backend, SearchRequest, get_backend
 from resnas.search._baselines import baselines
 from resnas.search._confirm import check_confirm, confirm
@@ -60,6 +61,8 @@ def search(
     trials = trials or space.spec.search.trials
     top = space.spec.search.confirm if top is None else top
     check_confirm(top, trials, seeds)
+    if backend == "ray" and space.spec.search.screen is not None:
+        raise ResnasError("search.screen: screening runs on the optuna backend only (--backend optuna)")
     timeout = options.pop("trial_timeout", None) or space.spec.search.trial_timeout
     request = SearchRequest(
         space=space, storage=url, study=created.study_name, trials=trials, trial_timeout=timeout, **options

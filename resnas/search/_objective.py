@@ -16,11 +16,13 @@ import resnas
 from resnas.costs import count_params, flops_per_sample, latency_ms, step_memory_mb
 from resnas.data import load_data
 from resnas.nn import build
+from resnas.screening import record_diagnostics
 from resnas.space import Candidate, SearchSpace, sample
 from resnas.train import StopRequested, TrialFailure, is_oom, resolve_device, train
 
 # Metrics reported per epoch, which a pruner can act on.
 EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss")
+HISTORY_METRICS = (*EPOCH_METRICS, "train_seconds")
 FINISHED = "finished"  # trial user attr: True for a COMPLETE trial, or one a pruner/scheduler stopped
 CONFIRMS = "confirms"  # trial user attr: the number of the trial this run repeats with another seed
 
@@ -159,13 +161,17 @@ class Objective:
         return values
 
     def _reporter(self, trial: optuna.Trial, epochs: int) -> Any:
-        if len(self.metrics) != 1 or self.metrics[0] not in EPOCH_METRICS:
-            return None
-        metric = self.metrics[0]
+        # Every study records per-epoch history (learning curves); one objective also reports to the pruner.
+        metric = self.metrics[0] if len(self.metrics) == 1 and self.metrics[0] in EPOCH_METRICS else None
+        history: list[dict[str, float]] = []
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
-            trial.report(metrics[metric], epoch)
+            history.append({k: float(f"{metrics[k]:.5g}") for k in HISTORY_METRICS if k in metrics})
+            trial.set_user_attr("history", history)
             trial.set_user_attr("epochs", epoch)
+            if metric is None:
+                return
+            trial.report(metrics[metric], epoch)
             if epoch < epochs and trial.should_prune():  # a fully trained trial is complete, never pruned
                 trial.set_user_attr(FINISHED, True)
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} ({metric} {metrics[metric]:.4g})")
@@ -192,6 +198,7 @@ class Objective:
                 trial.set_user_attr(key, earlier.user_attrs[key])
             trial.set_user_attr(FINISHED, True)
             return list(earlier.values)
+        record_diagnostics(trial, self.space, candidate, seed)
         try:
             metrics, epochs, model = measure_and_train(
                 self.space,

@@ -21,6 +21,7 @@ import optuna
 import torch
 
 from resnas.errors import ResnasError
+from resnas.screening import screen_round
 from resnas.search._backend import Backend, SearchRequest
 from resnas.search._objective import Objective, TrialFailed
 from resnas.search._progress import SearchProgress, is_finished
@@ -99,7 +100,12 @@ def run_worker(req: SearchRequest, index: int = 0, on_trial=None, stop: threadin
             continue
         objective.last_trial = None
         try:
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+            screen = space.spec.search.screen
+            if screen is None:
+                study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+            else:  # several trials per round: the pool, of which `keep` are trained
+                keep = min(screen.keep, req.trials - done - running)
+                screen_round(study, objective, screen.score, screen.pool, keep, (TrialFailed,))
         except (StopRequested, KeyboardInterrupt):
             if objective.last_trial is not None:
                 _requeue_interrupted(study, objective.last_trial)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from resnas.space._values import searchable
 
@@ -153,6 +153,20 @@ class EvolutionSpec(_Section):
     mutation: MutationSpec = MutationSpec()
 
 
+class ScreenSpec(_Section):
+    """Draw ``pool`` candidates, score them without training, train the best ``keep``."""
+
+    score: Literal["grad_norm", "snip", "synflow", "jacob_cov", "naswot", "grad_flow", "params", "flops"]
+    pool: int = Field(ge=2)
+    keep: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _keep_below_pool(self) -> ScreenSpec:
+        if self.keep >= self.pool:
+            raise ValueError(f"keep ({self.keep}) must be smaller than pool ({self.pool})")
+        return self
+
+
 class SearchSettings(_Section):
     trials: int = Field(20, ge=1)
     # auto: TPE for one objective, NSGA-II for several; evolution: regularized evolution.
@@ -168,6 +182,8 @@ class SearchSettings(_Section):
     seed: int = 0
     # Seconds one trial may train before it is ended as pruned; null = no limit.
     trial_timeout: float | None = Field(None, gt=0)
+    # Training-free screening; null = train every candidate the sampler proposes.
+    screen: ScreenSpec | None = None
 
 
 class SpecModel(_Section):

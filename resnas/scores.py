@@ -1,0 +1,183 @@
+"""Training-free ("zero-cost") scores of an untrained network, from the papers.
+
+Definitions follow NASLib's ``predictors/utils/pruners/measures`` (Abdelfattah et al. 2021,
+"Zero-Cost Proxies for Lightweight NAS"; White et al. 2022), summed over the weights of
+every convolution and linear layer:
+
+- ``grad_norm``: sum over layers of ``||dL/dW||_2`` (cross-entropy on one batch).
+- ``snip``: ``sum |W * dL/dW|`` (Lee et al. 2019, connection sensitivity).
+- ``synflow``: ``sum |W * dR/dW|`` with ``R = sum(f_|W|(1))``: every weight made positive
+  (the sign trick), an all-ones input, no data (Tanaka et al. 2020). Computed in float64
+  on a copy in eval mode (batch norm becomes an affine map) so it does not overflow on
+  deep networks; reported as ``log10`` because it grows exponentially with depth.
+- ``jacob_cov``: ``-sum(log(v + k) + 1/(v + k))``, ``v`` the eigenvalues of the correlation
+  matrix of the per-sample input Jacobians, ``k = 1e-5`` (Mellor et al. 2020, v1 of
+  "Neural Architecture Search without Training").
+- ``naswot``: ``log|det K|``, ``K = c c^T + (1 - c)(1 - c)^T``, ``c`` the binary codes of
+  which units every activation sees positive (Mellor et al. 2021, ICML).
+- ``grad_flow``: ``-|log10 r|``, ``r`` the last/first block gradient ratio of
+  :mod:`resnas.diagnose` (0 is a perfectly flowing gradient).
+- ``params`` and ``flops`` (forward + backward per sample, ``torch.utils.flop_counter``):
+  NASLib's baselines, which correlate with accuracy about as well as most proxies.
+
+For every score, higher predicts better accuracy.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnas.nn.layers import ACT_LAYERS
+
+SCORES = ("grad_norm", "snip", "synflow", "jacob_cov", "naswot", "grad_flow", "params", "flops")
+
+
+def weighted_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear)]
+
+
+def _backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+
+
+def gradient_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """``grad_norm`` and ``snip`` from one backward pass."""
+    _backward(model, x, y)
+    layers = [m for m in weighted_layers(model) if m.weight.grad is not None]
+    scores = {
+        "grad_norm": float(sum(m.weight.grad.norm().item() for m in layers)),
+        "snip": float(sum((m.weight.grad * m.weight).abs().sum().item() for m in layers)),
+    }
+    model.zero_grad(set_to_none=True)
+    return scores
+
+
+def grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return gradient_scores(model, x, y)["grad_norm"]
+
+
+def snip(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return gradient_scores(model, x, y)["snip"]
+
+
+def synflow(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
+    """log10 of the synaptic flow; a copy of ``model`` is used (weights made positive, float64)."""
+    net = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.abs_()
+    ones = torch.ones((1, *x.shape[1:]), dtype=torch.float64, device=x.device)
+    net.zero_grad(set_to_none=True)
+    net(ones).sum().backward()
+    total = sum(
+        (m.weight * m.weight.grad).abs().sum().item() for m in weighted_layers(net) if m.weight.grad is not None
+    )
+    return math.log10(total) if total > 0 else -math.inf
+
+
+def jacobians(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Per-sample gradient of the summed output with respect to the input, flattened."""
+    x = x.detach().clone().requires_grad_(True)
+    model.zero_grad(set_to_none=True)
+    out = model(x)
+    out.backward(torch.ones_like(out))
+    model.zero_grad(set_to_none=True)
+    return x.grad.detach().reshape(len(x), -1)
+
+
+def jacob_cov_of(jacob: np.ndarray, k: float = 1e-5) -> float:
+    corrs = np.corrcoef(jacob)
+    v = np.linalg.eigvalsh(corrs)  # symmetric: real eigenvalues (NASLib's eig gives the same)
+    return float(-np.sum(np.log(v + k) + 1.0 / (v + k)))
+
+
+def jacob_cov(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
+    jacob = jacobians(model, x).double().cpu().numpy()
+    with np.errstate(all="ignore"):
+        score = jacob_cov_of(jacob)
+    return score if math.isfinite(score) else -1e12  # a constant Jacobian (dead network) has no correlation
+
+
+def naswot(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
+    acts = tuple(ACT_LAYERS.values())
+    n = len(x)
+    kernel = torch.zeros((n, n), dtype=torch.float64)
+
+    def add_codes(module: nn.Module, args: tuple) -> None:
+        c = (args[0].detach().reshape(n, -1) > 0).double().cpu()
+        kernel.add_(c @ c.t() + (1 - c) @ (1 - c).t())
+
+    handles = [m.register_forward_pre_hook(add_codes) for m in model.modules() if isinstance(m, acts)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return float(torch.linalg.slogdet(kernel)[1])
+
+
+def grad_flow(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    from resnas.diagnose import gradient_profile
+
+    ratio = gradient_profile(model, x, y).ratio
+    return -abs(math.log10(ratio)) if 0 < ratio < math.inf else -1e9
+
+
+def params(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
+    from resnas.costs import count_params
+
+    return float(count_params(model))
+
+
+def flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
+    from resnas.costs import flops_per_sample
+
+    return float(flops_per_sample(model, tuple(x.shape[1:]), x.device))
+
+
+SCORE_FUNCTIONS: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], float]] = {
+    "grad_norm": grad_norm,
+    "snip": snip,
+    "synflow": synflow,
+    "jacob_cov": jacob_cov,
+    "naswot": naswot,
+    "grad_flow": grad_flow,
+    "params": params,
+    "flops": flops,
+}
+
+
+def zero_cost_scores(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: tuple[str, ...] = SCORES
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Every score in ``names`` on one batch, and the milliseconds each took.
+
+    The model is left in train mode with its weights unchanged and no gradients.
+    """
+    model.train()
+    scores, ms = {}, {}
+    for name in names:
+        if name in scores:
+            continue
+        start = time.perf_counter()
+        if name in ("grad_norm", "snip"):  # one backward pass serves both
+            both = gradient_scores(model, x, y)
+            scores.update({k: v for k, v in both.items() if k in names})
+        else:
+            scores[name] = SCORE_FUNCTIONS[name](model, x, y)
+        ms[name] = (time.perf_counter() - start) * 1000
+        model.train()
+    return scores, ms
+
+
+__all__ = ["SCORES", "SCORE_FUNCTIONS", "gradient_scores", "jacob_cov_of", "zero_cost_scores", *SCORES]
