@@ -5,7 +5,8 @@ span-1 identity around every block (pad or projection where the shape changes, a
 spec's ``on_shape_change`` says): the classic ResNet. The backbone is the spec's network
 with every searched depth and width at its largest; every other searched value is at its
 middle (a log range at its geometric middle, a choice at its first option), so the two
-baselines differ only in their connections.
+baselines differ only in their connections. A grid search has none (it visits every
+point anyway, and would train an enqueued one twice).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def baselines(space: SearchSpace) -> dict[str, dict[str, Any]]:
     express is a :class:`SpecError`; left at its default, it is skipped.
     """
     search = space.spec.search
-    if not search.baselines:
+    if not search.baselines or search.sampler == "grid":  # a grid visits every point anyway
         return {}
     values = {path: _middle(v, path.startswith("network.")) for path, v in space.searchable()}
     found: dict[str, dict[str, Any]] = {}
