@@ -81,7 +81,10 @@ def plot(results: list[tuple], args: argparse.Namespace) -> None:
     for ax, (dataset, act) in zip(axes[0], panels):
         for kind in args.kinds:
             rows = [r for r in results if r[0] == dataset and r[1] == act and r[3] == kind]
-            ax.loglog([r[2] for r in rows], [r[4] for r in rows], marker="o", ms=3, label=kind)
+            ax.semilogy([r[2] for r in rows], [r[4] for r in rows], marker="o", ms=3, label=kind)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(args.depths, [str(d) for d in args.depths])
+        ax.minorticks_off()
         ax.set_title(f"{dataset}, {act}", fontsize=9)
         ax.set_xlabel("depth (blocks)")
         ax.grid(True, alpha=0.3)
