@@ -151,9 +151,9 @@ def simulate(csv_path: Path, trained: int, pool: int, reps: int) -> None:
     std = plain_best.std(ddof=1)
     print(f"{len(df)} trained architectures; {reps} replayed searches of {trained} trained candidates, pool {pool}")
     print(f"unscreened best {plain_best.mean():.3f} ± {std:.3f} (mean ± std over searches)")
-    print(f"{'score':>12} {'best':>13} {'reach ≤60%':>10} {'median fraction':>15}")
-    for name in SCORES:
-        values = df[name].to_numpy()
+    print(f"{'score':>12} {'best':>13} {'reach ≤60%':>10} {'median fraction':>15} {'first 3 searches':>22}")
+    for name in (*SCORES, "random"):  # random: a pool screened by a coin, the control
+        values = df[name].to_numpy() if name != "random" else rng.random(len(df))
         bests, fractions = [], []
         for d, target_best in zip(draws, plain_best):
             plain_time = secs[d[:trained]].sum()
@@ -167,9 +167,10 @@ def simulate(csv_path: Path, trained: int, pool: int, reps: int) -> None:
             bests.append(best)
             fractions.append(reach / plain_time if reach is not None else np.inf)
         fractions = np.array(fractions)
+        first = ", ".join(f"{f:.2f}" for f in fractions[:3])
         print(
             f"{name:>12} {np.mean(bests):>6.3f} ± {np.std(bests, ddof=1):.3f} {np.mean(fractions <= 0.6):>10.0%} "
-            f"{np.median(fractions):>15.2f}"
+            f"{np.median(fractions):>15.2f} {first:>16} ({np.median(fractions[:3]):.2f})"
         )
 
 
