@@ -8,6 +8,7 @@ import sys
 import typer
 from rich.console import Console
 
+from resnas._redact import redact
 from resnas.errors import ResnasError
 
 app = typer.Typer(
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line, the traceback only on request
         if debug():
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (set RESNAS_DEBUG=1 for the traceback)", file=sys.stderr)
+        message = redact(f"unexpected {type(exc).__name__}: {exc}")
+        print(f"error: {message} (set RESNAS_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0

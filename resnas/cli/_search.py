@@ -90,6 +90,10 @@ def search(
     from resnas.search import search as run_search
     from resnas.space import load_space
 
+    if backend == "ray" and (keep_weights or artifacts is not None):
+        raise typer.BadParameter(
+            "the ray backend does not keep weights; use --backend optuna", param_hint="--keep-weights"
+        )
     space = load_space(spec) if spec else None
     if space is None and study is None:
         raise typer.BadParameter("give a spec file, or --study NAME to resume a stored study", param_hint="SPEC")
@@ -109,6 +113,8 @@ def search(
         max_failures=max_failures,
         confirm=confirm,
         seeds=seeds,
+        keep_weights=keep_weights,
+        artifacts=artifacts,
     )
     names = result.metric_names or [f"objective{i}" for i in range(len(result.directions))]
     print_leaderboard(leaderboard(result), f"leaderboard: {result.study_name}", names, top)

@@ -10,6 +10,7 @@ import optuna
 import torch
 
 import resnas
+from resnas._redact import redact
 from resnas.arch import Architecture
 from resnas.data import load_data
 from resnas.errors import StudyError
@@ -143,7 +144,7 @@ def export_trial(
     header.append(("resnas version", resnas.__version__))
     command = ["resnas", "export", "--study", st.study_name, "--trial", str(chosen.number), "-o", out.name]
     if storage_url(storage) != DEFAULT_STORAGE:
-        command[2:2] = ["--storage", storage_url(storage)]
+        command[2:2] = ["--storage", redact(storage_url(storage))]
     if weights is not None:
         command += ["--weights", Path(weights).name]
     header.append(("regenerate", shlex.join(command)))
