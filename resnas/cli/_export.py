@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from resnas.cli._app import app, console
-from resnas.cli._options import StorageOpt, StudyOpt
+from resnas.cli._options import AllowCodeOpt, StorageOpt, StudyOpt, allow_code_if
 
 
 @app.command()
@@ -26,6 +26,7 @@ def export(
     ] = None,
     pt2: Annotated[str | None, typer.Option("--pt2", help="Also write a torch.export program (.pt2).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="Where to retrain and test [default: auto].")] = None,
+    allow_code: AllowCodeOpt = False,
 ) -> None:
     """Write a trial's architecture (default: the best) as a standalone PyTorch module."""
     from resnas.cli._search import quiet_optuna
@@ -36,6 +37,7 @@ def export(
     if class_name is not None and not class_name.isidentifier():
         raise typer.BadParameter(f"{class_name!r} is not a Python identifier", param_hint="--class-name")
     quiet_optuna()
+    allow_code_if(allow_code)
     result = export_trial(
         study,
         storage,

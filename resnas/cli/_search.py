@@ -11,7 +11,7 @@ from rich.table import Table
 
 from resnas.cli._app import app, console
 from resnas.cli._leaderboard import print_leaderboard
-from resnas.cli._options import StorageOpt, StudyOpt
+from resnas.cli._options import AllowCodeOpt, StorageOpt, StudyOpt, allow_code_if
 
 
 def quiet_optuna() -> None:
@@ -83,9 +83,11 @@ def search(
         ),
     ] = None,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="More seeds per confirmed trial.")] = 2,
+    allow_code: AllowCodeOpt = False,
 ) -> None:
     """Search a spec (or resume a stored study) until the study has --trials finished trials."""
     quiet_optuna()
+    allow_code_if(allow_code)
     from resnas.report import leaderboard
     from resnas.search import search as run_search
     from resnas.space import load_space
