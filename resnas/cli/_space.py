@@ -30,10 +30,14 @@ def describe(value: object) -> str:
 
 
 def count_params(arch: Architecture) -> int:
+    """Counted on the meta device: shapes only, no memory for the weights themselves."""
+    import torch
+
     from resnas.costs import count_params as params_of
     from resnas.nn import build
 
-    return params_of(build(arch))
+    with torch.device("meta"):
+        return params_of(build(arch))
 
 
 def architecture_table(arch: Architecture) -> Table:
