@@ -41,10 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "Abort":  # click turns KeyboardInterrupt into its own Abort
             err_console.print("interrupted", highlight=False)
             return 130
-        show = getattr(exc, "show", None)
-        if show is None:
+        message = getattr(exc, "format_message", None)
+        if message is None:
             raise
-        show()
+        # One line, as every other error: click's usage block would bury it.
+        print(f"error: {redact(' '.join(message().split()))}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
     except ResnasError as exc:
         if debug():

@@ -11,6 +11,9 @@ StorageOpt = Annotated[
     typer.Option("--storage", envvar="RESNAS_STORAGE", help="Optuna storage URL [default: sqlite:///resnas.db]."),
 ]
 StudyOpt = Annotated[str | None, typer.Option("--study", help="Study name [default: the spec's name].")]
+StoredStudyOpt = Annotated[
+    str | None, typer.Option("--study", help="Study name [default: the only study in the storage].")
+]
 AllowCodeOpt = Annotated[
     bool,
     typer.Option(
