@@ -4,12 +4,17 @@ Built in: ``digits`` (scikit-learn), ``mnist1d`` (generated offline with the mni
 package's ``make_dataset``, never its downloader), ``synthetic`` (any shape, for tests
 and benchmarks), ``cifar10`` (the CIFAR binary format from a local directory, no pickle)
 and ``package.module:function`` for your own data, returning ``(x, y)`` arrays.
+
+A spec can come from a shared database, so a code dataset is imported only with an
+explicit opt-in (``--allow-code`` or ``RESNAS_ALLOW_CODE=1``), checked before the import.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,9 +25,29 @@ import torch
 from resnas.errors import ResnasError
 from resnas.space._model import DataSpec
 
+ALLOW_CODE = "RESNAS_ALLOW_CODE"
+
 
 class DataError(ResnasError):
     """The data could not be loaded (a missing directory, a failing user function...)."""
+
+
+def is_code_dataset(dataset: str) -> bool:
+    """``package.module:function`` names code; the built-in names do not."""
+    return ":" in dataset
+
+
+def code_allowed() -> bool:
+    return os.environ.get(ALLOW_CODE, "").strip().lower() in ("1", "true", "yes")
+
+
+def require_code_allowed(spec: DataSpec) -> None:
+    """Refuse a code dataset unless the user opted in; called before anything is imported."""
+    if is_code_dataset(spec.dataset) and not code_allowed():
+        raise DataError(
+            f"data.dataset: {spec.dataset!r} would import and run code named by the spec; "
+            f"allow code datasets with --allow-code or {ALLOW_CODE}=1"
+        )
 
 
 @dataclass(frozen=True)
@@ -80,7 +105,11 @@ def _cifar10(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _custom(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+    require_code_allowed(spec)
     module_name, func_name = spec.dataset.split(":")
+    if os.getcwd() not in sys.path:
+        # A module beside the spec is importable, as it would be under ``python -m``.
+        sys.path.append(os.getcwd())
     try:
         func = getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as exc:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from resnas._redact import redact
+
 
 class ResnasError(Exception):
-    """A known, user-facing failure: the CLI prints it as one line and exits 2."""
+    """A known, user-facing failure: the CLI prints it as one line and exits 2.
+
+    Its text never carries a storage password, whoever builds the message.
+    """
 
     exit_code = 2
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class SpecError(ResnasError):
@@ -24,8 +32,8 @@ class SpecError(ResnasError):
         if self.line is not None:
             where += f":{self.line}"
         if self.path:
-            return f"{where}: {self.path}: {self.message}"
-        return f"{where}: {self.message}"
+            return redact(f"{where}: {self.path}: {self.message}")
+        return redact(f"{where}: {self.message}")
 
 
 class StudyError(ResnasError):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,3 +41,14 @@ def complete(study) -> list:
 def raising_data():
     """A user dataset function that fails (``dataset: 'helpers:raising_data'``)."""
     raise RuntimeError("the user's loader broke")
+
+
+PG_URL = os.environ.get("RESNAS_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+def postgres_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False

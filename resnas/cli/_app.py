@@ -8,6 +8,7 @@ import sys
 import typer
 from rich.console import Console
 
+from resnas._redact import redact
 from resnas.errors import ResnasError
 
 app = typer.Typer(
@@ -40,10 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "Abort":  # click turns KeyboardInterrupt into its own Abort
             err_console.print("interrupted", highlight=False)
             return 130
-        show = getattr(exc, "show", None)
-        if show is None:
+        message = getattr(exc, "format_message", None)
+        if message is None:
             raise
-        show()
+        # One line, as every other error: click's usage block would bury it.
+        print(f"error: {redact(' '.join(message().split()))}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
     except ResnasError as exc:
         if debug():
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line, the traceback only on request
         if debug():
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (set RESNAS_DEBUG=1 for the traceback)", file=sys.stderr)
+        message = redact(f"unexpected {type(exc).__name__}: {exc}")
+        print(f"error: {message} (set RESNAS_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0

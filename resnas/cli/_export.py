@@ -7,15 +7,17 @@ from typing import Annotated
 import typer
 
 from resnas.cli._app import app, console
-from resnas.cli._options import StorageOpt, StudyOpt
+from resnas.cli._options import AllowCodeOpt, StorageOpt, StoredStudyOpt, allow_code_if
 
 
 @app.command()
 def export(
-    study: StudyOpt = None,
+    study: StoredStudyOpt = None,
     storage: StorageOpt = None,
-    trial: Annotated[int | None, typer.Option("--trial", help="Export this trial number.")] = None,
-    rank: Annotated[int | None, typer.Option("--rank", help="Export the K-th of the leaderboard.")] = None,
+    trial: Annotated[int | None, typer.Option("--trial", min=0, help="Export this trial number.")] = None,
+    rank: Annotated[
+        int | None, typer.Option("--rank", min=1, help="Export the K-th of the leaderboard (1: best).")
+    ] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="The .py file to write.")] = None,
     class_name: Annotated[str | None, typer.Option("--class-name", help="Name of the network class.")] = None,
     weights: Annotated[
@@ -26,6 +28,10 @@ def export(
     ] = None,
     pt2: Annotated[str | None, typer.Option("--pt2", help="Also write a torch.export program (.pt2).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="Where to retrain and test [default: auto].")] = None,
+    allow_code: AllowCodeOpt = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace existing files; export a trial that did not finish.")
+    ] = False,
 ) -> None:
     """Write a trial's architecture (default: the best) as a standalone PyTorch module."""
     from resnas.cli._search import quiet_optuna
@@ -33,9 +39,8 @@ def export(
 
     if trial is not None and rank is not None:
         raise typer.BadParameter("give --trial or --rank, not both", param_hint="--rank")
-    if class_name is not None and not class_name.isidentifier():
-        raise typer.BadParameter(f"{class_name!r} is not a Python identifier", param_hint="--class-name")
     quiet_optuna()
+    allow_code_if(allow_code)
     result = export_trial(
         study,
         storage,
@@ -46,6 +51,7 @@ def export(
         weights=weights,
         pt2=pt2,
         device=device,
+        force=force,
     )
     console.print(
         f"wrote {result.path}: trial {result.trial} ({result.reason}), fingerprint {result.fingerprint}",

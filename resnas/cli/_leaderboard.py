@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from resnas.cli._app import app, console
-from resnas.cli._options import StorageOpt, StudyOpt
+from resnas.cli._options import StorageOpt, StoredStudyOpt
 
 DEFAULT_WIDTH = 100  # the compact table fits this many columns (or a narrower terminal)
 LABELS = {
@@ -133,7 +133,7 @@ def _columns(df, option: str | None) -> list[str] | None:
 
 @app.command("leaderboard")
 def leaderboard_cmd(
-    study: StudyOpt = None,
+    study: StoredStudyOpt = None,
     storage: StorageOpt = None,
     top: Annotated[int | None, typer.Option("--top", "-k", min=1, help="Show the best K.")] = None,
     columns: Annotated[

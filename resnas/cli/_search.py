@@ -11,7 +11,7 @@ from rich.table import Table
 
 from resnas.cli._app import app, console
 from resnas.cli._leaderboard import print_leaderboard
-from resnas.cli._options import StorageOpt, StudyOpt
+from resnas.cli._options import AllowCodeOpt, StorageOpt, StudyOpt, allow_code_if
 
 
 def quiet_optuna() -> None:
@@ -83,13 +83,19 @@ def search(
         ),
     ] = None,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="More seeds per confirmed trial.")] = 2,
+    allow_code: AllowCodeOpt = False,
 ) -> None:
     """Search a spec (or resume a stored study) until the study has --trials finished trials."""
     quiet_optuna()
+    allow_code_if(allow_code)
     from resnas.report import leaderboard
     from resnas.search import search as run_search
     from resnas.space import load_space
 
+    if backend == "ray" and (keep_weights or artifacts is not None):
+        raise typer.BadParameter(
+            "the ray backend does not keep weights; use --backend optuna", param_hint="--keep-weights"
+        )
     space = load_space(spec) if spec else None
     if space is None and study is None:
         raise typer.BadParameter("give a spec file, or --study NAME to resume a stored study", param_hint="SPEC")
@@ -109,6 +115,8 @@ def search(
         max_failures=max_failures,
         confirm=confirm,
         seeds=seeds,
+        keep_weights=keep_weights,
+        artifacts=artifacts,
     )
     names = result.metric_names or [f"objective{i}" for i in range(len(result.directions))]
     print_leaderboard(leaderboard(result), f"leaderboard: {result.study_name}", names, top)

@@ -11,6 +11,7 @@ from rich.table import Table
 from resnas.arch import Architecture
 from resnas.cli._app import app, console
 from resnas.space import Choice, FloatRange, IntRange, json_schema, load_space, sample, space_size
+from resnas.space._model import MAX_SEED
 
 SpecArg = Annotated[str, typer.Argument(help="A search-space spec (YAML).", show_default=False)]
 
@@ -30,10 +31,14 @@ def describe(value: object) -> str:
 
 
 def count_params(arch: Architecture) -> int:
+    """Counted on the meta device: shapes only, no memory for the weights themselves."""
+    import torch
+
     from resnas.costs import count_params as params_of
     from resnas.nn import build
 
-    return params_of(build(arch))
+    with torch.device("meta"):
+        return params_of(build(arch))
 
 
 def architecture_table(arch: Architecture) -> Table:
@@ -89,7 +94,9 @@ def validate(spec: SpecArg) -> None:
 @app.command()
 def show(
     spec: SpecArg,
-    seed: Annotated[int, typer.Option("--seed", "-s", help="Seed of the sampled architecture.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", "-s", min=0, max=MAX_SEED, help="Seed of the sampled architecture.")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the architecture as JSON.")] = False,
 ) -> None:
     """Sample one architecture and show its blocks and connections."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import builtins
+import keyword
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,8 +13,9 @@ import optuna
 import torch
 
 import resnas
+from resnas._redact import redact
 from resnas.arch import Architecture
-from resnas.data import load_data
+from resnas.data import load_data, require_code_allowed
 from resnas.errors import StudyError
 from resnas.export._source import class_name_for, export_source
 from resnas.nn import build
@@ -44,8 +48,13 @@ def export_module(
     return path
 
 
-def pick_trial(study: optuna.Study, trial: int | None, rank: int | None) -> tuple[optuna.trial.FrozenTrial, str]:
-    """The trial to export and why: ``--trial N``, ``--rank K``, or the leaderboard's first."""
+def pick_trial(
+    study: optuna.Study, trial: int | None, rank: int | None, force: bool = False
+) -> tuple[optuna.trial.FrozenTrial, str]:
+    """The trial to export and why: ``--trial N``, ``--rank K``, or the leaderboard's first.
+
+    A trial that did not finish (FAIL, RUNNING, WAITING) is exported only with ``force``.
+    """
     trials = study.get_trials(deepcopy=False)
     if trial is not None:
         if not 0 <= trial < len(trials):
@@ -53,11 +62,22 @@ def pick_trial(study: optuna.Study, trial: int | None, rank: int | None) -> tupl
         chosen = trials[trial]
         if "architecture" not in chosen.user_attrs:
             raise StudyError(f"--trial: trial {trial} has no recorded architecture (state {chosen.state.name})")
+        state = chosen.state
+        if not state.is_finished() or state == optuna.trial.TrialState.FAIL:
+            reason = chosen.user_attrs.get("fail_reason")
+            if not force:
+                raise StudyError(
+                    f"--trial: trial {trial} is {state.name}"
+                    + (f" ({reason})" if reason else "")
+                    + "; export it anyway with --force"
+                )
         return chosen, f"asked for (--trial {trial}, state {chosen.state.name})"
+    if rank is not None and rank < 1:
+        raise StudyError(f"--rank: ranks start at 1 (the best), not {rank}")
     board = leaderboard(study)
     if board.empty:
         raise StudyError(f"study {study.study_name!r} has no finished trial to export")
-    k = rank or 1
+    k = 1 if rank is None else rank
     if not 1 <= k <= len(board):
         raise StudyError(f"--rank: study {study.study_name!r} ranks {len(board)} finished trials, not {k}")
     number = int(board.loc[k - 1, "trial"])
@@ -106,6 +126,34 @@ def _weights(study, chosen, arch: Architecture, dest: Path, device: str | None) 
     return accuracy, source
 
 
+def check_class_name(arch: Architecture, name: str) -> None:
+    """A class name the exported module can define without hiding a name it uses."""
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise StudyError(f"--class-name: {name!r} is not a Python class name")
+    probe = ast.parse(export_source(arch, "ResnasProbeNet"))
+    taken = set(dir(builtins))
+    for node in probe.body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            taken |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ClassDef | ast.FunctionDef):
+            taken.add(node.name)
+        elif isinstance(node, ast.Assign):
+            taken |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    taken.discard("ResnasProbeNet")
+    if name in taken:
+        raise StudyError(f"--class-name: {name!r} is a name the exported module already uses; choose another")
+
+
+def check_output(option: str, path: Path, force: bool) -> None:
+    """Before any work: the file's directory exists, and an existing file is replaced only with --force."""
+    if path.is_dir():
+        raise StudyError(f"{option}: {path} is a directory; name a file")
+    if not path.parent.is_dir():
+        raise StudyError(f"{option}: directory {path.parent} does not exist")
+    if path.exists() and not force:
+        raise StudyError(f"{option}: {path} exists; replace it with --force")
+
+
 def export_trial(
     study: str | None = None,
     storage: str | None = None,
@@ -117,13 +165,26 @@ def export_trial(
     weights: str | Path | None = None,
     pt2: str | Path | None = None,
     device: str | None = None,
+    force: bool = False,
 ) -> ExportResult:
-    """Export a trial (default: the best) of a study as ``.py``, with optional weights."""
+    """Export a trial (default: the best) of a study as ``.py``, with optional weights.
+
+    Every output path is checked before anything is trained or written; existing files
+    are replaced only with ``force``, which also allows a trial that did not finish.
+    """
     st = load_study(study, storage)
-    chosen, why = pick_trial(st, trial, rank)
+    chosen, why = pick_trial(st, trial, rank, force)
     arch = Architecture.from_dict(chosen.user_attrs["architecture"])
     class_name = class_name or class_name_for(st.study_name)
+    check_class_name(arch, class_name)
     out = Path(out or f"{st.study_name}_trial{chosen.number}.py")
+    for option, path in (("--output", out), ("--weights", weights), ("--pt2", pt2)):
+        if path is not None:
+            check_output(option, Path(path), force)
+    if weights is not None:
+        if "train" not in chosen.user_attrs:
+            raise StudyError(f"--weights: trial {chosen.number} recorded no training settings to retrain with")
+        require_code_allowed(stored_space(st).spec.data)
     names = st.metric_names or [f"objective{i}" for i in range(len(st.directions))]
     header = [
         ("study", st.study_name),
@@ -143,7 +204,7 @@ def export_trial(
     header.append(("resnas version", resnas.__version__))
     command = ["resnas", "export", "--study", st.study_name, "--trial", str(chosen.number), "-o", out.name]
     if storage_url(storage) != DEFAULT_STORAGE:
-        command[2:2] = ["--storage", storage_url(storage)]
+        command[2:2] = ["--storage", redact(storage_url(storage))]
     if weights is not None:
         command += ["--weights", Path(weights).name]
     header.append(("regenerate", shlex.join(command)))

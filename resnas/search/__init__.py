@@ -6,6 +6,7 @@ import os
 
 import optuna
 
+from resnas.data import require_code_allowed
 from resnas.errors import ResnasError
 from resnas.search._backend import Backend, SearchRequest, get_backend
 from resnas.search._baselines import baselines
@@ -55,9 +56,11 @@ def search(
     top = options.pop("confirm", None)
     seeds = options.pop("seeds", 2)
     if space is not None:
+        require_code_allowed(space.spec.data)
         top = space.spec.search.confirm if top is None else top
         check_confirm(top, trials or space.spec.search.trials, seeds)  # before anything is stored
     created, space = open_study(space, url, study, trials, options.get("artifacts"))
+    require_code_allowed(space.spec.data)  # a resumed study's spec comes from the storage
     trials = trials or space.spec.search.trials
     top = space.spec.search.confirm if top is None else top
     check_confirm(top, trials, seeds)

@@ -50,6 +50,8 @@ def open_storage(
     url = storage_url(url)
     engine_kwargs: dict = {}
     db = sqlite_path(url)
+    if url.startswith("sqlite:") and db is None:
+        raise StudyError(f"--storage: {url} is an in-memory database that ends with the process; name a file")
     if db is not None:
         if must_exist and not db.exists():
             raise StudyError(f"--storage: no database at {db} (run resnas search first, or name one with --storage)")
@@ -57,8 +59,11 @@ def open_storage(
             raise StudyError(f"--storage: directory {db.parent} does not exist")
         # WAL lets readers and one writer work at once; a long busy timeout rides out the
         # short write locks of several workers (no "database is locked").
-        with sqlite3.connect(db, timeout=60) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
+        try:
+            with sqlite3.connect(db, timeout=60) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            raise StudyError(f"--storage: cannot open {db}: {exc}") from None
         engine_kwargs = {"connect_args": {"timeout": 300}}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True}

@@ -7,7 +7,7 @@ The JSON Schema that ``resnas schema`` prints is generated from these classes.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -33,9 +33,31 @@ METRICS = (
     "latency_ms",
 )
 
-SInt = searchable("int", minimum=1)
-SInt0 = searchable("int", minimum=0)
-SFloat = searchable("float", minimum=0)
+# Upper bounds keep every range a short list and every network buildable; each is far
+# beyond what a search on one machine would try.
+MAX_DEPTH = 1000  # blocks in one stage
+MAX_CHANNELS = 65_536
+MAX_STRIDE = 64
+MAX_KERNEL = 63
+MAX_SPAN = 1000
+MAX_COUNT = 100_000  # connections in one network
+MAX_CLASSES = 100_000
+MAX_SAMPLES = 10_000_000
+MAX_BATCH = 1_048_576
+MAX_EPOCHS = 100_000
+MAX_SEED = 2**31 - 1  # numpy and torch take seeds below 2**32; workers add to it
+
+SDepth = searchable("int", minimum=1, maximum=MAX_DEPTH)
+SChannels = searchable("int", minimum=1, maximum=MAX_CHANNELS)
+SStride = searchable("int", minimum=1, maximum=MAX_STRIDE)
+SSpan = searchable("int", minimum=1, maximum=MAX_SPAN)
+SCount = searchable("int", minimum=0, maximum=MAX_COUNT)
+SEpochs = searchable("int", minimum=1, maximum=MAX_EPOCHS)
+SBatch = searchable("int", minimum=1, maximum=MAX_BATCH)
+SDecay = searchable("float", minimum=0, maximum=1)
+SLr = searchable("float", minimum=0, maximum=100)
+SMomentum = searchable("float", minimum=0, maximum=1)
+Dim = Annotated[int, Field(ge=1, le=MAX_CHANNELS)]
 SActivation = searchable("str", ACTIVATIONS)
 SNorm = searchable("str", NORMS)
 SBlock = searchable("str", BLOCK_TYPES)
@@ -45,7 +67,8 @@ SSchedule = searchable("str", SCHEDULES)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no string is read as a number (the JSON Schema agrees); no nan or infinity.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class DataSpec(_Section):
@@ -57,18 +80,18 @@ class DataSpec(_Section):
     # cifar10: the directory holding data_batch_*.bin / test_batch.bin.
     path: str | None = None
     # synthetic and custom datasets: input shape without the batch dimension.
-    shape: list[int] | None = Field(None, min_length=1, max_length=3)
-    classes: int | None = Field(None, ge=2)
+    shape: list[Dim] | None = Field(None, min_length=1, max_length=3)
+    classes: int | None = Field(None, ge=2, le=MAX_CLASSES)
     # synthetic: how many samples to generate.
-    samples: int = Field(1024, ge=16)
+    samples: int = Field(1024, ge=16, le=MAX_SAMPLES)
     # Use at most this many samples (for quick runs on large data); null = all.
-    limit: int | None = Field(None, ge=16)
+    limit: int | None = Field(None, ge=16, le=MAX_SAMPLES)
 
 
 class StemSpec(_Section):
-    channels: SInt = 16
-    kernel: int = Field(3, ge=1)
-    stride: int = Field(1, ge=1)
+    channels: SChannels = 16
+    kernel: int = Field(3, ge=1, le=MAX_KERNEL)
+    stride: int = Field(1, ge=1, le=MAX_STRIDE)
     pool: Literal["none", "max"] = "none"
 
 
@@ -77,13 +100,13 @@ class BlockSpec(_Section):
     activation: SActivation = "relu"
     norm: SNorm = "batch"
     # bottleneck: output channels = stage channels * expansion (torchvision's Bottleneck.expansion).
-    expansion: int = Field(4, ge=1)
+    expansion: int = Field(4, ge=1, le=64)
 
 
 class StageSpec(_Section):
-    depth: SInt
-    channels: SInt
-    stride: SInt = 1
+    depth: SDepth
+    channels: SChannels
+    stride: SStride = 1
 
 
 class HeadSpec(_Section):
@@ -95,7 +118,7 @@ class NetworkSpec(_Section):
     kind: Literal["conv2d", "conv1d", "mlp"] = "conv2d"
     stem: StemSpec = StemSpec()
     block: BlockSpec = BlockSpec()
-    stages: list[StageSpec] = Field(min_length=1)
+    stages: list[StageSpec] = Field(min_length=1, max_length=64)
     head: HeadSpec = HeadSpec()
     # torch: PyTorch's default init; kaiming: He et al. 2015 (fan_out), as torchvision's ResNet.
     init: Literal["torch", "kaiming"] = "torch"
@@ -104,15 +127,17 @@ class NetworkSpec(_Section):
 class GateSpec(_Section):
     mode: SGateMode = "shortcut"
     # A negative bias starts gates mostly closed (Srivastava et al. 2015, "Highway Networks").
-    bias_init: float = -1.0
+    bias_init: float = Field(-1.0, ge=-100, le=100)
 
 
 class ResidualSpec(_Section):
-    kinds: list[Literal["identity", "projection", "pad", "gated"]] = Field(["identity"], min_length=1)
+    kinds: list[Literal["identity", "projection", "pad", "gated"]] = Field(
+        ["identity"], min_length=1, json_schema_extra={"uniqueItems": True}
+    )
     # The spans a connection may have (blocks jumped over).
-    span: SInt = 1
+    span: SSpan = 1
     # How many connections the network carries, or "all" for every possible placement.
-    count: Literal["all"] | SInt0 = 0
+    count: Literal["all"] | SCount = 0
     scope: Literal["stage", "network"] = "stage"
     on_shape_change: Literal["projection", "pad", "forbid"] = "projection"
     order: Literal["post", "pre"] = "post"
@@ -120,12 +145,12 @@ class ResidualSpec(_Section):
 
 
 class TrainSpec(_Section):
-    epochs: SInt = 5
-    batch_size: SInt = 128
+    epochs: SEpochs = 5
+    batch_size: SBatch = 128
     optimizer: SOptimizer = "sgd"
-    lr: SFloat = 0.05
-    momentum: SFloat = 0.9
-    weight_decay: SFloat = 5e-4
+    lr: SLr = 0.05
+    momentum: SMomentum = 0.9
+    weight_decay: SDecay = 5e-4
     schedule: SSchedule = "onecycle"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     # auto: bf16 autocast on CUDA, fp32 on CPU.
@@ -157,8 +182,8 @@ class ScreenSpec(_Section):
     """Draw ``pool`` candidates, score them without training, train the best ``keep``."""
 
     score: Literal["grad_norm", "snip", "synflow", "jacob_cov", "naswot", "grad_flow", "params", "flops"]
-    pool: int = Field(ge=2)
-    keep: int = Field(1, ge=1)
+    pool: int = Field(ge=2, le=100_000)
+    keep: int = Field(1, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _keep_below_pool(self) -> ScreenSpec:
@@ -168,7 +193,7 @@ class ScreenSpec(_Section):
 
 
 class SearchSettings(_Section):
-    trials: int = Field(20, ge=1)
+    trials: int = Field(20, ge=1, le=1_000_000)
     # auto: TPE for one objective, NSGA-II for several; evolution: regularized evolution.
     sampler: Literal["auto", "tpe", "nsga2", "random", "grid", "qmc", "evolution"] = "auto"
     evolution: EvolutionSpec = EvolutionSpec()
@@ -176,12 +201,12 @@ class SearchSettings(_Section):
     # identity (pad/projection across a shape change) around every block (classic ResNet).
     baselines: bool = True
     # After the search, retrain the best `confirm` trials with `--seeds` more seeds each.
-    confirm: int = Field(0, ge=0)
+    confirm: int = Field(0, ge=0, le=10_000)
     # Epochs are the budget; single-objective studies only.
     pruner: Literal["none", "median", "hyperband"] = "none"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     # Seconds one trial may train before it is ended as pruned; null = no limit.
-    trial_timeout: float | None = Field(None, gt=0)
+    trial_timeout: float | None = Field(None, gt=0, le=10**7)
     # Training-free screening; null = train every candidate the sampler proposes.
     screen: ScreenSpec | None = None
 

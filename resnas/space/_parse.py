@@ -6,10 +6,15 @@ re-validates.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
+import math
 import re
+import stat
+import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -20,7 +25,7 @@ from resnas.errors import SpecError
 from resnas.space._layout import Rules, make_blocks, placements
 from resnas.space._model import SpecModel
 from resnas.space._values import Choice, FloatRange, IntRange, discrete_values, high_value, is_searchable
-from resnas.space._yaml import Path, format_path, line_of, load_yaml
+from resnas.space._yaml import MAX_BYTES, Path, format_path, line_of, load_yaml
 
 # Input shape (without batch) and class count of the built-in datasets.
 DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
@@ -28,6 +33,10 @@ DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
     "mnist1d": ((1, 40), 10),
     "cifar10": ((3, 32, 32), 10),
 }
+# Samples of the built-in datasets (synthetic: data.samples; cifar10: whatever the files hold).
+DATASET_SIZES = {"digits": 1797, "mnist1d": 5000}
+MAX_DATA_VALUES = 250_000_000  # 1 GB of float32
+MAX_PARAMS = 1_000_000_000
 _CUSTOM_DATASET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 # Keys that may change between runs of one study without making it a different study.
 _NOT_IN_HASH = {("search", "trials"), ("description",)}
@@ -100,16 +109,98 @@ def data_shape(spec: SpecModel) -> tuple[tuple[int, ...], int]:
     return tuple(data.shape or ()), int(data.classes or 0)
 
 
+def _integral(data: Any) -> Any:
+    """``2.0`` -> ``2``: JSON Schema counts an integer-valued number as an integer, and so do we.
+
+    Strings stay strings: ``'2'`` is not a number in either.
+    """
+    if isinstance(data, float) and data.is_integer():
+        return int(data)
+    if isinstance(data, dict):
+        return {k: _integral(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_integral(v) for v in data]
+    return data
+
+
+def _field_names() -> set[str]:
+    names: set[str] = set()
+    stack: list[type[BaseModel]] = [SpecModel]
+    while stack:
+        model = stack.pop()
+        for name, info in model.model_fields.items():
+            names.add(name)
+            for arg in typing.get_args(info.annotation) or (info.annotation,):
+                inner = typing.get_args(arg) or (arg,)
+                stack += [t for t in inner if isinstance(t, type) and issubclass(t, BaseModel) and t is not model]
+    return names
+
+
+_KNOWN_KEYS = _field_names()
+_MESSAGES = {
+    # pydantic's words name our classes ("instance of DataSpec"); say what the YAML needs.
+    "model_type": "expected a mapping of keys",
+    "dict_type": "expected a mapping of keys",
+    "list_type": "expected a list",
+    "int_type": "expected an integer",
+    "float_type": "expected a number",
+    "string_type": "expected a string",
+    "bool_type": "expected true or false",
+    "finite_number": "expected a finite number",
+}
+
+
+_BOUNDS = {
+    "greater_than_equal": ("at least", "ge"),
+    "greater_than": ("greater than", "gt"),
+    "less_than_equal": ("at most", "le"),
+    "less_than": ("below", "lt"),
+}
+
+
+def _unknown_key(key: Any) -> str:
+    message = f"unknown key {key!r}"
+    text = str(key)
+    odd = [c for c in text if not c.isascii()]
+    if odd:
+        message += f" (it contains {', '.join(f'{c!r} U+{ord(c):04X}' for c in odd[:2])}, not an ASCII letter)"
+    close = difflib.get_close_matches(unicodedata.normalize("NFKD", text).lower(), _KNOWN_KEYS, n=1, cutoff=0.6)
+    if close:
+        message += f"; did you mean {close[0]!r}?"
+    return message
+
+
+def _pick(errors: list) -> dict:
+    """The error that explains the others: an unknown key before the required key it
+    misspells; our own message before the alternatives a union tried."""
+    for kind in ("extra_forbidden",):
+        for err in errors:
+            if err["type"] == kind:
+                return err
+    first = errors[0]
+    same = [e for e in errors if e["loc"][: len(first["loc"]) - 1] == first["loc"][:-1] or e["loc"] == first["loc"]]
+    for err in same:
+        if err["type"] == "value_error":
+            return err
+    return first
+
+
 def _pydantic_error(exc: ValidationError, lines: dict[Path, int], source: str) -> SpecError:
-    err = exc.errors()[0]
+    err = _pick(exc.errors())
     loc: Path = tuple(p for p in err["loc"] if isinstance(p, int) or not re.search(r"[\[\]\-(]", str(p)))
     kind = err["type"]
     if kind == "extra_forbidden":
-        message = f"unknown key {loc[-1]!r}"
         parent = loc[:-1]
-        return SpecError(message, format_path(parent) or "(top level)", line_of(lines, loc), source)
+        return SpecError(_unknown_key(loc[-1]), format_path(parent) or "(top level)", line_of(lines, loc), source)
     if kind == "missing":
         message = "required key is missing"
+    elif kind in _MESSAGES:
+        message = f"{_MESSAGES[kind]}, got {err['input']!r}"
+    elif kind in _BOUNDS:
+        word, key = _BOUNDS[kind]
+        message = f"must be {word} {err['ctx'][key]:,}, got {err['input']!r}"
+    elif kind == "literal_error":
+        message = f"expected {err['ctx']['expected']}, got {err['input']!r}"
     else:
         message = err["msg"].removeprefix("Value error, ")
     return SpecError(message, format_path(loc) or "(top level)", line_of(lines, loc), source)
@@ -121,7 +212,7 @@ def parse_space(text: str, source: str = "spec") -> SearchSpace:
     if not isinstance(raw, dict):
         raise SpecError("a spec is a YAML mapping of sections (name, network, residual, ...)", line=1, source=source)
     try:
-        spec = SpecModel.model_validate(raw)
+        spec = SpecModel.model_validate(_integral(raw))
     except ValidationError as exc:
         raise _pydantic_error(exc, lines, source) from None
     space = SearchSpace(spec, raw, text, source, lines)
@@ -133,12 +224,46 @@ def load_space(path: str | FsPath) -> SearchSpace:
     """Read and validate a spec file."""
     p = FsPath(path)
     try:
-        text = p.read_text()
+        # stat before opening: a FIFO would block the open and /dev/zero never ends.
+        info = p.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError("not a regular file (a spec is a YAML file)", source=str(p))
+        if info.st_size > MAX_BYTES:
+            raise SpecError(f"the file is {info.st_size:,} bytes; a spec is at most {MAX_BYTES:,}", source=str(p))
+        with p.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise SpecError("no such file", source=str(p)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read: {exc}", source=str(p)) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text (byte {exc.start})", source=str(p)) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror or exc}", source=str(p)) from None
     return parse_space(text, str(p))
+
+
+def largest_params(spec: SpecModel, shape: tuple[int, ...], classes: int) -> int:
+    """An upper bound on the parameters of the space's largest network, by arithmetic
+    (building it could take more memory than the machine has)."""
+    net = spec.network
+    dims = {"conv2d": 2, "conv1d": 1}.get(net.kind, 0)
+    block_kernel = 3**dims
+    bottleneck = "bottleneck" in discrete_values(net.block.type)
+    width = high_value(net.stem.channels)
+    inputs = shape[0] if dims else math.prod(shape)
+    total = inputs * width * (net.stem.kernel**dims if dims else 1)
+    for stage in net.stages:
+        mid = high_value(stage.channels)
+        out = mid * net.block.expansion if bottleneck else mid
+
+        def block(into: int, mid: int = mid, out: int = out) -> int:
+            basic = (into * mid + mid * mid) * block_kernel
+            neck = into * mid + mid * mid * block_kernel + mid * out
+            return max(basic, neck) + 2 * into * out  # and a 1x1 projection or gate or two
+
+        total += block(width) + (high_value(stage.depth) - 1) * block(out)
+        width = out
+    return total + width * classes
 
 
 def layout_combos(spec: SpecModel) -> tuple[list[str], list[list[Any]]]:
@@ -197,6 +322,13 @@ class _Checker:
             self.fail("cifar10 needs 'path': the directory with data_batch_1.bin ... test_batch.bin", "data")
         if data.val_fraction + data.test_fraction >= 1:
             self.fail("val_fraction + test_fraction must be below 1", "data", "val_fraction")
+        if data.dataset in DATASET_SHAPES:
+            for key in ("shape", "classes"):
+                if getattr(data, key) is not None:
+                    own = DATASET_SHAPES[data.dataset][0 if key == "shape" else 1]
+                    own = list(own) if key == "shape" else own
+                    self.fail(f"{data.dataset} has its own {key} ({own}); remove '{key}'", "data", key)
+        self.check_sizes()
         shape = data_shape(self.spec)[0]
         want = {"conv2d": 3, "conv1d": 2}.get(kind)
         if want is not None and len(shape) != want:
@@ -205,6 +337,36 @@ class _Checker:
                 f"but the data has shape {list(shape)}",
                 "network",
                 "kind",
+            )
+
+    def check_sizes(self) -> None:
+        """Data that fits in memory, leaves samples to train on, and a network that can be built."""
+        data = self.spec.data
+        shape, classes = data_shape(self.spec)
+        if data.dataset == "synthetic" and data.samples * math.prod(shape) > MAX_DATA_VALUES:
+            self.fail(
+                f"{data.samples:,} samples of shape {list(shape)} are {data.samples * math.prod(shape):,} values; "
+                f"synthetic data holds at most {MAX_DATA_VALUES:,}",
+                "data",
+                "samples",
+            )
+        known = data.samples if data.dataset == "synthetic" else DATASET_SIZES.get(data.dataset)
+        if known is not None:
+            n = min(known, data.limit or known)
+            train = n - int(round(n * data.test_fraction)) - max(1, int(round(n * data.val_fraction)))
+            if train < 1:
+                self.fail(
+                    f"{n} samples leave none to train on after val_fraction {data.val_fraction} "
+                    f"and test_fraction {data.test_fraction}",
+                    "data",
+                    "val_fraction",
+                )
+        params = largest_params(self.spec, shape, classes)
+        if params > MAX_PARAMS:
+            self.fail(
+                f"the largest network of this space has about {params:.2e} parameters; "
+                f"at most {MAX_PARAMS:.0e} can be trained here (fewer or narrower blocks?)",
+                "network",
             )
 
     def check_network(self) -> None:

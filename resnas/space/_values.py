@@ -65,7 +65,7 @@ def high_value(value: Any) -> Any:
     return value
 
 
-def _scalar(kind: str, value: Any, allowed: tuple | None, minimum: float | None) -> Any:
+def _scalar(kind: str, value: Any, allowed: tuple | None, minimum: float | None, maximum: float | None = None) -> Any:
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"expected an integer, got {value!r}")
@@ -90,6 +90,8 @@ def _scalar(kind: str, value: Any, allowed: tuple | None, minimum: float | None)
         raise ValueError(f"{value!r} is not one of {', '.join(map(str, allowed))}")
     if minimum is not None and value < minimum:
         raise ValueError(f"must be at least {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"must be at most {maximum:,}, got {value:,}")
     return value
 
 
@@ -101,18 +103,18 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
-def _bounds(kind: str, raw: Any, minimum: float | None) -> tuple:
+def _bounds(kind: str, raw: Any, minimum: float | None, maximum: float | None) -> tuple:
     if not isinstance(raw, list) or len(raw) != 2:
         raise ValueError(f"{{{kind}: ...}} takes a list [low, high], got {raw!r}")
-    low, high = (_scalar(kind, x, None, minimum) for x in raw)
+    low, high = (_scalar(kind, x, None, minimum, maximum) for x in raw)
     if low > high:
         raise ValueError(f"empty range: low {low} is greater than high {high}")
     return low, high
 
 
-def _parse(kind: str, value: Any, allowed: tuple | None, minimum: float | None) -> Any:
+def _parse(kind: str, value: Any, allowed: tuple | None, minimum: float | None, maximum: float | None) -> Any:
     if not isinstance(value, dict):
-        return _scalar(kind, value, allowed, minimum)
+        return _scalar(kind, value, allowed, minimum, maximum)
     forms = [k for k in ("int", "float", "choice") if k in value]
     if len(forms) != 1:
         raise ValueError(
@@ -127,7 +129,7 @@ def _parse(kind: str, value: Any, allowed: tuple | None, minimum: float | None) 
         options = value["choice"]
         if not isinstance(options, list) or not options:
             raise ValueError("'choice' takes a non-empty list")
-        parsed = tuple(_scalar(kind, o, allowed, minimum) for o in options)
+        parsed = tuple(_scalar(kind, o, allowed, minimum, maximum) for o in options)
         if len(set(parsed)) != len(parsed):
             raise ValueError(f"'choice' lists a value twice: {list(parsed)}")
         return Choice(parsed)
@@ -138,7 +140,7 @@ def _parse(kind: str, value: Any, allowed: tuple | None, minimum: float | None) 
     unknown = set(value) - {form, "step", "log"}
     if unknown:
         raise ValueError(f"unknown key {sorted(unknown)[0]!r} in {{{form}: ...}}")
-    low, high = _bounds(kind, value[form], minimum)
+    low, high = _bounds(kind, value[form], minimum, maximum)
     log = value.get("log", False)
     if not isinstance(log, bool):
         raise ValueError(f"'log' takes true or false, got {log!r}")
@@ -159,15 +161,18 @@ def _parse(kind: str, value: Any, allowed: tuple | None, minimum: float | None) 
     return FloatRange(low, high, log, step)
 
 
-def _schema(kind: str, allowed: tuple | None, minimum: float | None) -> dict:
+def _schema(kind: str, allowed: tuple | None, minimum: float | None, maximum: float | None) -> dict:
     scalar: dict = {"integer": {"type": "integer"}, "float": {"type": "number"}, "str": {"type": "string"}}[
         "integer" if kind == "int" else kind
     ]
     scalar = dict(scalar)
     if allowed is not None:
         scalar = {"enum": list(allowed)}
-    elif minimum is not None:
-        scalar["minimum"] = minimum
+    else:
+        if minimum is not None:
+            scalar["minimum"] = minimum
+        if maximum is not None:
+            scalar["maximum"] = maximum
     choice = {
         "type": "object",
         "properties": {"choice": {"type": "array", "items": scalar, "minItems": 1, "uniqueItems": True}},
@@ -185,10 +190,15 @@ def _schema(kind: str, allowed: tuple | None, minimum: float | None) -> dict:
     return {"anyOf": any_of}
 
 
-def searchable(kind: str, allowed: tuple | None = None, minimum: float | None = None) -> Any:
-    """An annotated type: a fixed ``kind`` scalar, or a searchable form of it."""
+def searchable(
+    kind: str, allowed: tuple | None = None, minimum: float | None = None, maximum: float | None = None
+) -> Any:
+    """An annotated type: a fixed ``kind`` scalar, or a searchable form of it.
+
+    ``maximum`` keeps a range's list of values (and the networks it makes) finite and sane.
+    """
     return Annotated[
         Any,
-        PlainValidator(lambda v: _parse(kind, v, allowed, minimum)),
-        WithJsonSchema(_schema(kind, allowed, minimum)),
+        PlainValidator(lambda v: _parse(kind, v, allowed, minimum, maximum)),
+        WithJsonSchema(_schema(kind, allowed, minimum, maximum)),
     ]

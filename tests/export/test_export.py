@@ -136,7 +136,7 @@ def test_cli_export_twice_is_byte_identical(tiny_study, run_cli, tmp_path):
     out = tmp_path / "best.py"
     exported = []
     for _ in range(2):
-        code, stdout, err = run_cli("export", "--storage", url, "--study", "tiny", "-o", out)
+        code, stdout, err = run_cli("export", "--storage", url, "--study", "tiny", "-o", out, "--force")
         assert code == 0, err
         exported.append(out.read_bytes())
     assert exported[0] == exported[1]
@@ -221,6 +221,12 @@ def test_pt2_program_matches(tiny_study, tmp_path):
         (["--study", "nope"], "no study named 'nope'"),
         (["--study", "tiny", "--trial", "99"], "--trial: study 'tiny' has trials 0 to"),
         (["--study", "tiny", "--rank", "9"], "--rank: study 'tiny' ranks 3 finished trials, not 9"),
+        (["--study", "tiny", "--rank", "0"], "'--rank'"),
+        (["--study", "tiny", "--trial", "-1"], "'--trial'"),
+        (["--study", "tiny", "--class-name", "class"], "--class-name: 'class' is not a Python class name"),
+        (["--study", "tiny", "--class-name", "nn"], "--class-name: 'nn' is a name the exported module already uses"),
+        (["--study", "tiny", "--class-name", "build"], "'build' is a name the exported module already uses"),
+        (["--study", "tiny", "--class-name", "2Net"], "is not a Python class name"),
     ],
 )
 def test_export_errors_are_one_line(tiny_study, run_cli, tmp_path, args, message):
@@ -241,3 +247,76 @@ def test_export_from_study_without_finished_trials(run_cli, tmp_path):
     code, _, err = run_cli("export", "--storage", url, "--study", "tiny")
     assert code == 2 and "has no finished trial" in err
     assert optuna.load_study(study_name="tiny", storage=url).trials == []
+
+
+def test_export_checks_every_path_before_any_work(tiny_study, run_cli, tmp_path, monkeypatch):
+    import resnas.export._api as api
+
+    _, url = tiny_study
+    monkeypatch.setattr(api, "train", lambda *a, **k: pytest.fail("trained before the paths were checked"))
+    existing = tmp_path / "best.py"
+    existing.write_text("keep me")
+    cases = [
+        (["-o", existing], f"--output: {existing} exists; replace it with --force"),
+        (["-o", tmp_path / "missing" / "x.py"], f"--output: directory {tmp_path / 'missing'} does not exist"),
+        (["-o", tmp_path], f"--output: {tmp_path} is a directory"),
+        (["-o", tmp_path / "x.py", "--weights", tmp_path / "no" / "w.st"], "--weights: directory"),
+        (["-o", tmp_path / "x.py", "--pt2", tmp_path / "no" / "p.pt2"], "--pt2: directory"),
+    ]
+    for args, message in cases:
+        code, _, err = run_cli("export", "--storage", url, "--study", "tiny", *args)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert existing.read_text() == "keep me"
+    assert not (tmp_path / "x.py").exists()
+    code, _, err = run_cli("export", "--storage", url, "--study", "tiny", "-o", existing, "--force")
+    assert code == 0, err
+    assert "class TinyNet" in existing.read_text()
+
+
+def test_failed_trial_is_exported_only_with_force(tiny_study, run_cli, tmp_path):
+    import sqlite3
+
+    import optuna
+
+    root, _ = tiny_study
+    with sqlite3.connect(root / "resnas.db") as src, sqlite3.connect(tmp_path / "r.db") as dst:
+        src.backup(dst)  # a copy of the study, WAL included
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    study = optuna.load_study(study_name="tiny", storage=url)
+    attrs = {"architecture": study.trials[0].user_attrs["architecture"], "fail_reason": "nan"}
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=attrs))
+    failed = len(study.trials) - 1
+    out = tmp_path / "failed.py"
+    code, _, err = run_cli("export", "--storage", url, "--study", "tiny", "--trial", failed, "-o", out)
+    assert code == 2 and f"--trial: trial {failed} is FAIL (nan); export it anyway with --force" in err
+    assert not out.exists()
+    code, _, err = run_cli(
+        "export", "--storage", url, "--study", "tiny", "--trial", failed, "-o", out, "--force", "--weights", "w.st"
+    )
+    assert code == 2 and f"trial {failed} recorded no training settings" in err
+    code, _, err = run_cli("export", "--storage", url, "--study", "tiny", "--trial", failed, "-o", out, "--force")
+    assert code == 0, err
+    assert "state FAIL" in out.read_text()
+
+
+@pytest.mark.parametrize("command", ["export", "leaderboard"])
+def test_study_help_names_the_real_default(run_cli, command):
+    code, out, _ = run_cli(command, "--help")
+    assert code == 0
+    assert "the spec's name" not in out and "the only study in the storage" in " ".join(out.split())
+
+
+def test_cli_search_keeps_weights_where_asked_and_export_uses_them(run_cli, tmp_path, monkeypatch):
+    import resnas.export._api as api
+
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY.read_text().replace("trials: 4", "trials: 1").replace("epochs: 4", "epochs: 1"))
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    code, _, err = run_cli("search", spec, "--storage", url, "--keep-weights", "--artifacts", tmp_path / "kept")
+    assert code == 0, err
+    assert len([p for p in (tmp_path / "kept").rglob("*") if p.is_file()]) == 1
+    monkeypatch.setattr(api, "train", lambda *a, **k: pytest.fail("retrained despite kept weights"))
+    code, out, err = run_cli("export", "--storage", url, "-o", "best.py", "--weights", "best.safetensors")
+    assert code == 0, err
+    assert "(artifact)" in out and (tmp_path / "best.safetensors").stat().st_size > 0

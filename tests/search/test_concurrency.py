@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import uuid
 
 import optuna
 import pytest
-from helpers import TINY, complete, load, resnas_cmd
-
-PG_URL = os.environ.get("RESNAS_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-
-
-def postgres_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
+from helpers import PG_URL, TINY, complete, load, postgres_up, resnas_cmd
 
 
 @pytest.mark.slow

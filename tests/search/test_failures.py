@@ -79,7 +79,8 @@ def test_timeout_prunes_and_stops_a_hopeless_search(tmp_path):
     assert {t.user_attrs["fail_reason"] for t in study.trials} == {"timeout"}
 
 
-def test_user_data_error_is_recorded(tmp_path):
+def test_user_data_error_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNAS_ALLOW_CODE", "1")
     text = TINY.read_text().replace(
         "{dataset: digits, limit: 500}", "{dataset: 'helpers:raising_data', shape: [1, 8, 8], classes: 10}"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from helpers import MALFORMED, expectations
 
 
 def test_corpus_is_large_enough():
-    assert len(MALFORMED) >= 25
+    assert len(MALFORMED) >= 70
 
 
 @pytest.mark.parametrize("spec", MALFORMED, ids=lambda p: p.stem)
@@ -25,6 +26,10 @@ def test_malformed_spec_is_one_clear_line(spec, run_cli):
     if want["expect-path"] != "-":
         assert f": {want['expect-path']}: " in message, message
     assert f"{spec}:{want['expect-line']}:" in message, message
+    if "expect-message" in want:
+        assert want["expect-message"] in message, message
+    # The message speaks the spec's language, not the implementation's.
+    assert not re.search(r"instance of|[A-Z]\w+Spec\b|Settings\b|Input should", message), message
 
 
 def test_python_tag_has_no_side_effect(run_cli, tmp_path):
