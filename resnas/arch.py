@@ -26,12 +26,14 @@ class Stem:
 
 @dataclass(frozen=True)
 class Block:
-    type: str  # basic | bottleneck | plain | mlp
+    type: str  # basic | bottleneck | plain | mlp | linear | dense | transition | attention | feedforward
     in_channels: int
-    width: int  # inner width (bottleneck: channels before expansion)
+    width: int  # inner width (bottleneck: channels before expansion; dense: the growth rate)
     out_channels: int
     stride: int = 1
     stage: int = 0
+    groups: int = 1  # grouped 3x3 conv of a bottleneck (ResNeXt's cardinality)
+    heads: int = 0  # attention heads of an attention sublayer
 
 
 @dataclass(frozen=True)
@@ -42,15 +44,30 @@ class Connection:
     dst: int
     kind: str  # identity | projection | pad | gated
     shortcut: str | None = None  # gated only: identity | projection | pad
+    merge: str = "add"  # add | concat (DenseNet: the carried tensor is concatenated, not added)
 
     @property
     def span(self) -> int:
         return self.dst - self.src
 
 
+# Fields added after format 1, with their defaults (left out of the JSON at these values).
+_LATER_FIELDS: dict[str, dict[str, Any]] = {
+    "arch": {"branch_scale": "none", "drop_path": 0.0},
+    "block": {"groups": 1, "heads": 0},
+    "connection": {"merge": "add"},
+}
+
+
+def _drop_defaults(data: dict[str, Any], defaults: dict[str, Any]) -> None:
+    for key, value in defaults.items():
+        if data.get(key) == value:
+            data.pop(key)
+
+
 @dataclass(frozen=True)
 class Architecture:
-    kind: str  # conv2d | conv1d | mlp
+    kind: str  # conv2d | conv1d | mlp | transformer
     input_shape: tuple[int, ...]
     num_classes: int
     stem: Stem
@@ -64,6 +81,10 @@ class Architecture:
     head_pool: str = "avg"
     head_dropout: float = 0.0
     init: str = "torch"
+    # A learned scale on the branch of every block a connection ends at: none | rezero | skipinit | layerscale.
+    branch_scale: str = "none"
+    # Stochastic depth (Huang et al. 2016): the rate of the last block; earlier blocks get less, linearly.
+    drop_path: float = 0.0
     _fingerprint: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +97,10 @@ class Architecture:
             # Gate settings do not change a network without gates: keep the fingerprint canonical.
             object.__setattr__(self, "gate_mode", "shortcut")
             object.__setattr__(self, "gate_bias_init", -1.0)
+        if not conns:
+            # Branch scales and dropped paths exist only on blocks a connection ends at.
+            object.__setattr__(self, "branch_scale", "none")
+            object.__setattr__(self, "drop_path", 0.0)
 
     # ---- derived views -------------------------------------------------------
     @property
@@ -103,6 +128,13 @@ class Architecture:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("_fingerprint")
+        # Fields added after format 1 are left out at their defaults, so an architecture
+        # that does not use them keeps the fingerprint it always had.
+        _drop_defaults(data, _LATER_FIELDS["arch"])
+        for block in data["blocks"]:
+            _drop_defaults(block, _LATER_FIELDS["block"])
+        for conn in data["connections"]:
+            _drop_defaults(conn, _LATER_FIELDS["connection"])
         data["input_shape"] = list(self.input_shape)
         data["format"] = FORMAT_VERSION
         return data

@@ -16,6 +16,8 @@ import re
 from collections.abc import Iterable
 
 from resnas.arch import Architecture, Connection
+from resnas.nn.layers import scale_shape_and_init
+from resnas.nn.network import drop_path_rates, scaled, token_count
 
 ACT_CLASSES = {"relu": "nn.ReLU", "gelu": "nn.GELU", "silu": "nn.SiLU", "tanh": "nn.Tanh", "sigmoid": "nn.Sigmoid"}
 BLOCK_CLASSES = {
@@ -24,7 +26,36 @@ BLOCK_CLASSES = {
     "plain": "PlainBlock",
     "linear": "LinearBlock",
     "mlp": "MlpBlock",
+    "dense": "DenseBlock",
+    "transition": "TransitionBlock",
+    "attention": "AttentionBlock",
+    "feedforward": "FeedForwardBlock",
 }
+
+
+_SCALE_SOURCE = (
+    "class Scale(nn.Module):\n"
+    '    """A learned scale on a residual branch (ReZero / SkipInit: a scalar at 0; LayerScale: per channel)."""\n\n'
+    "    def __init__(self, shape: tuple[int, ...], init: float) -> None:\n"
+    "        super().__init__()\n"
+    "        self.weight = nn.Parameter(torch.full(shape, init))\n\n"
+    "    def forward(self, x: torch.Tensor) -> torch.Tensor:\n"
+    "        return self.weight * x\n"
+)
+_DROP_PATH_SOURCE = (
+    "class DropPath(nn.Module):\n"
+    '    """Stochastic depth (Huang et al. 2016), as timm\'s drop_path: drops a sample\'s branch with\n'
+    '    probability p in training and scales the kept ones by 1 / (1 - p)."""\n\n'
+    "    def __init__(self, p: float) -> None:\n"
+    "        super().__init__()\n"
+    "        self.p = p\n\n"
+    "    def forward(self, x: torch.Tensor) -> torch.Tensor:\n"
+    "        if self.p == 0.0 or not self.training:\n"
+    "            return x\n"
+    "        keep = 1.0 - self.p\n"
+    "        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)\n"
+    "        return x * mask.div_(keep)\n"
+)
 
 
 def class_name_for(study: str) -> str:
@@ -41,6 +72,8 @@ def _block_key(arch: Architecture, block_type: str) -> str:
 
 
 def _shortcut_class(conn: Connection) -> str:
+    if conn.merge == "concat":
+        return "ConcatShortcut"
     if conn.kind == "gated":
         return f"Gated{(conn.shortcut or 'identity').capitalize()}Shortcut"
     return f"{conn.kind.capitalize()}Shortcut"
@@ -50,7 +83,9 @@ class _Writer:
     def __init__(self, arch: Architecture, class_name: str):
         self.arch = arch
         self.class_name = class_name
-        self.kind = arch.kind
+        # A transformer's shortcuts and norms are an mlp's (Linear, LayerNorm on the last dimension).
+        self.kind = "mlp" if arch.kind == "transformer" else arch.kind
+        self.grouped = any(b.groups != 1 for b in arch.blocks)
         self.pre = arch.order == "pre"
         self.act = ACT_CLASSES[arch.activation]
         self.bias = "True" if arch.norm == "none" else "False"
@@ -64,11 +99,20 @@ class _Writer:
             )
         else:
             conv = "nn.Conv2d" if kind == "conv2d" else "nn.Conv1d"
-            layer = (
-                f"def conv(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> {conv}:\n"
-                '    """A conv with "same" padding (strided: ceil(size / stride) outputs)."""\n'
-                f"    return {conv}(cin, cout, kernel, stride=stride, padding=kernel // 2, bias={self.bias})\n"
-            )
+            if self.grouped:
+                layer = (
+                    "def conv(\n    cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1\n"
+                    f") -> {conv}:\n"
+                    '    """A conv with "same" padding (strided: ceil(size / stride) outputs)."""\n'
+                    "    padding = kernel // 2\n"
+                    f"    return {conv}(cin, cout, kernel, stride, padding, groups=groups, bias={self.bias})\n"
+                )
+            else:
+                layer = (
+                    f"def conv(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> {conv}:\n"
+                    '    """A conv with "same" padding (strided: ceil(size / stride) outputs)."""\n'
+                    f"    return {conv}(cin, cout, kernel, stride=stride, padding=kernel // 2, bias={self.bias})\n"
+                )
         norm = {
             "none": ("nn.Identity", "    return nn.Identity()\n"),
             "batch": (
@@ -96,6 +140,10 @@ class _Writer:
                 + f"        h = F.pad(h, {'[0, 0] * (h.dim() - 2) + ' if kind != 'mlp' else ''}[0, extra_channels])\n"
                 + "    return h\n"
             )
+        if arch.branch_scale != "none":
+            parts.append(_SCALE_SOURCE)
+        if arch.drop_path > 0:
+            parts.append(_DROP_PATH_SOURCE)
         if arch.init == "kaiming":
             parts.append(
                 "def init_kaiming(model: nn.Module) -> None:\n"
@@ -122,6 +170,13 @@ class _Writer:
         return [self._shortcut_source(name) for name in used]
 
     def _shortcut_source(self, name: str) -> str:
+        if name == "ConcatShortcut":
+            return (
+                "class ConcatShortcut(nn.Module):\n"
+                '    """Concatenates h in front of the block\'s new channels (DenseNet)."""\n\n'
+                "    def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:\n"
+                "        return torch.cat([h, out], 1)\n"
+            )
         strided = self.kind != "mlp"
         stride_sig = ", stride: int = 1" if strided else ""
         stride_arg = "stride" if strided else None
@@ -215,11 +270,13 @@ class _Writer:
                 else ["out = self.act(self.norm1(self.conv1(x)))", "out = self.norm2(self.conv2(out))"]
             )
         elif key == "bottleneck":
-            sig = "cin: int, width: int, cout: int, stride: int = 1"
+            sig = "cin: int, width: int, cout: int, stride: int = 1" + (", groups: int = 1" if self.grouped else "")
             layers = [
                 f"self.conv1 = {self.layer('cin', 'width', '1')}",
                 f"self.norm1 = norm({'cin' if pre else 'width'})",
-                f"self.conv2 = {self.layer('width', 'width', '3', 'stride')}",
+                f"self.conv2 = {self.layer('width', 'width', '3', 'stride')}"
+                if not self.grouped
+                else "self.conv2 = conv(width, width, 3, stride, groups)",
                 "self.norm2 = norm(width)",
                 f"self.conv3 = {self.layer('width', 'cout', '1')}",
                 f"self.norm3 = norm({'width' if pre else 'cout'})",
@@ -248,6 +305,48 @@ class _Writer:
             sig = "cin: int, cout: int"
             layers = ["self.fc = linear(cin, cout)", f"self.norm = norm({'cin' if pre else 'cout'})"]
             body = ["out = self.fc(self.act(self.norm(x)))"] if pre else ["out = self.norm(self.fc(x))"]
+        elif key == "dense":
+            sig = "cin: int, width: int, cout: int"
+            layers = [
+                "self.norm1 = norm(cin)",
+                "self.conv1 = conv(cin, width, 1)",
+                "self.norm2 = norm(width)",
+                "self.conv2 = conv(width, cout - cin, 3)",
+            ]
+            body = ["out = self.conv1(self.act(self.norm1(x)))", "out = self.conv2(self.act(self.norm2(out)))"]
+        elif key == "transition":
+            pool = "nn.AvgPool2d" if self.kind == "conv2d" else "nn.AvgPool1d"
+            sig = "cin: int, cout: int, stride: int = 1"
+            layers = [
+                "self.norm = norm(cin)",
+                "self.conv = conv(cin, cout, 1)",
+                f"self.pool = {pool}(stride, stride) if stride > 1 else None",
+            ]
+            body = [
+                "out = self.conv(self.act(self.norm(x)))",
+                "if self.pool is not None:",
+                "    out = self.pool(out)",
+            ]
+        elif key == "attention":
+            sig = "dim: int, heads: int"
+            layers = [
+                "self.norm = nn.LayerNorm(dim)",
+                "self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)",
+            ]
+            body = [
+                "y = self.norm(x)" if pre else "y = x",
+                "out = self.attn(y, y, y, need_weights=False)[0]",
+            ]
+        elif key == "feedforward":
+            sig = "dim: int, width: int"
+            layers = [
+                "self.norm = nn.LayerNorm(dim)",
+                "self.fc1 = nn.Linear(dim, width)",
+                "self.fc2 = nn.Linear(width, dim)",
+            ]
+            body = [
+                "out = self.fc2(self.act(self.fc1(self.norm(x))))" if pre else "out = self.fc2(self.act(self.fc1(x)))"
+            ]
         else:  # mlp
             sig = "cin: int, cout: int"
             layers = [
@@ -271,12 +370,26 @@ class _Writer:
             "plain": "One 3x3 conv.",
             "linear": "One Linear layer.",
             "mlp": "Two Linear layers.",
+            "dense": "DenseNet's layer: norm-act-1x1 conv to width, norm-act-3x3 conv to cout - cin new channels.",
+            "transition": "DenseNet's transition: norm-act-1x1 conv, average pool.",
+            "attention": "A transformer's self-attention sublayer on (batch, tokens, features).",
+            "feedforward": "A transformer's MLP sublayer.",
         }
-        merge_doc = (
-            "Incoming connections are added after the branch (pre-activation, ResNet v2)."
-            if self.pre
-            else "Incoming connections merge before the last activation (ResNet v1)."
-        )
+        tokens = key in ("attention", "feedforward")
+        if key in ("dense", "transition"):
+            merge_doc = "Pre-activation (DenseNet): incoming connections merge after the branch."
+        elif tokens:
+            merge_doc = (
+                "Pre-LN: incoming connections are added after the branch."
+                if self.pre
+                else "Post-LN: the norm follows the merge of the incoming connections."
+            )
+        else:
+            merge_doc = (
+                "Incoming connections are added after the branch (pre-activation, ResNet v2)."
+                if self.pre
+                else "Incoming connections merge before the last activation (ResNet v1)."
+            )
         has_skips = bool(self.arch.connections)
         lines = [
             f"class {BLOCK_CLASSES[key]}(nn.Module):",
@@ -285,12 +398,19 @@ class _Writer:
             f"    {merge_doc}",
             '    """',
             "",
-            f"    def __init__(self, {sig}) -> None:",
+            # ruff format's wrapping of a signature longer than 88 characters.
+            f"    def __init__(self, {sig}) -> None:"
+            if len(sig) <= 56
+            else f"    def __init__(\n        self, {sig}\n    ) -> None:",
             "        super().__init__()",
             f"        self.act = {self.act}()",
         ]
         if has_skips:
             lines.append('        self.shortcuts = nn.ModuleDict()  # "h<source>": connection, in merge order')
+        if self.arch.branch_scale != "none":
+            lines.append("        self.scale: nn.Module | None = None  # set on blocks a connection adds into")
+        if self.arch.drop_path > 0:
+            lines.append("        self.drop_path: nn.Module | None = None  # stochastic depth, set per block")
         lines += [f"        {line}" for line in layers]
         lines.append("")
         if has_skips:
@@ -298,15 +418,51 @@ class _Writer:
         else:
             lines.append("    def forward(self, x: torch.Tensor) -> torch.Tensor:")
         lines += [f"        {line}" for line in body]
+        if self.arch.branch_scale != "none":
+            lines += ["        if self.scale is not None:", "            out = self.scale(out)"]
+        if self.arch.drop_path > 0:
+            lines += ["        if self.drop_path is not None:", "            out = self.drop_path(out)"]
         if has_skips:
             lines.append("        for source, shortcut in self.shortcuts.items():")
             lines.append("            out = shortcut(out, h[int(source[1:])])")
-        lines.append("        return out" if self.pre else "        return self.act(out)")
+        if self.pre or key in ("dense", "transition"):
+            lines.append("        return out")
+        else:
+            lines.append("        return self.norm(out)" if tokens else "        return self.act(out)")
         return "\n".join(lines) + "\n"
 
     # ---- stem, head, network ---------------------------------------------------
+    def token_stem(self) -> str:
+        arch = self.arch
+        conv = "nn.Conv2d" if len(arch.input_shape) == 3 else "nn.Conv1d"
+        k, d = arch.stem.kernel, arch.stem.channels
+        cls = arch.head_pool == "cls"
+        lines = [
+            "class Stem(nn.Module):",
+            '    """Patches of the input as tokens, a CLS token (when pooled by it), learned positions."""',
+            "",
+            "    def __init__(self) -> None:",
+            "        super().__init__()",
+            f"        self.conv = {conv}({arch.input_shape[0]}, {d}, {k}, stride={k})",
+        ]
+        if cls:
+            lines.append(f"        self.cls = nn.Parameter(torch.zeros(1, 1, {d}))")
+        lines += [
+            f"        self.pos = nn.Parameter(torch.zeros(1, {token_count(arch)}, {d}))",
+            "        nn.init.normal_(self.pos, std=0.02)",
+            "",
+            "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+            "        x = self.conv(x).flatten(2).transpose(1, 2)",
+        ]
+        if cls:
+            lines.append("        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1)")
+        lines.append("        return x + self.pos")
+        return "\n".join(lines) + "\n"
+
     def stem(self) -> str:
         arch = self.arch
+        if arch.kind == "transformer":
+            return self.token_stem()
         if self.kind == "mlp":
             features = math.prod(arch.input_shape)
             layers = ["self.flatten = nn.Flatten()", f"self.conv = linear({features}, {arch.stem.channels})"]
@@ -334,10 +490,16 @@ class _Writer:
         arch = self.arch
         channels = arch.channels_at(arch.num_blocks)
         layers, body = [], []
-        if self.pre:
+        tokens = arch.kind == "transformer"
+        if self.pre and tokens:
+            layers.append(f"self.norm = nn.LayerNorm({channels})")
+            body.append("x = self.norm(x)")
+        elif self.pre:
             layers += [f"self.norm = norm({channels})", f"self.act = {self.act}()"]
             body.append("x = self.act(self.norm(x))")
-        if self.kind != "mlp":
+        if tokens:
+            body.append({"cls": "x = x[:, 0]", "max": "x = x.amax(1)"}.get(arch.head_pool, "x = x.mean(1)"))
+        elif self.kind != "mlp":
             pool = "Max" if arch.head_pool == "max" else "Avg"
             layers.append(f"self.pool = nn.Adaptive{pool}Pool{'2d' if self.kind == 'conv2d' else '1d'}(1)")
             body.append("x = torch.flatten(self.pool(x), 1)")
@@ -371,23 +533,36 @@ class _Writer:
         ]
         for block in arch.blocks:
             key = _block_key(arch, block.type)
-            args = [str(block.in_channels)]
-            if key == "bottleneck":
-                args.append(str(block.width))
-            args.append(str(block.out_channels))
+            if key == "attention":
+                args = [str(block.in_channels), str(block.heads)]
+            elif key == "feedforward":
+                args = [str(block.in_channels), str(block.width)]
+            else:
+                args = [str(block.in_channels)]
+                if key in ("bottleneck", "dense"):
+                    args.append(str(block.width))
+                args.append(str(block.out_channels))
             if block.stride != 1:
                 args.append(f"stride={block.stride}")
+            if block.groups != 1:
+                args.append(f"groups={block.groups}")
             lines.append(f"        self.blocks.append({BLOCK_CLASSES[key]}({', '.join(args)}))")
         if arch.connections:
             for conn in arch.connections:
                 stride = arch.stride_between(conn.src, conn.dst)
                 cls = _shortcut_class(conn)
-                args = (
-                    "" if cls == "IdentityShortcut" else f"{arch.channels_at(conn.src)}, {arch.channels_at(conn.dst)}"
-                )
-                if stride != 1 and cls != "IdentityShortcut":
+                plain = cls in ("IdentityShortcut", "ConcatShortcut")
+                args = "" if plain else f"{arch.channels_at(conn.src)}, {arch.channels_at(conn.dst)}"
+                if stride != 1 and not plain:
                     args += f", stride={stride}"
                 lines.append(f'        self.blocks[{conn.dst - 1}].shortcuts["h{conn.src}"] = {cls}({args})')
+        rates = drop_path_rates(arch)
+        for k, block in enumerate(arch.blocks):
+            if arch.branch_scale != "none" and scaled(arch, k):
+                shape, init = scale_shape_and_init(arch.branch_scale, arch.kind, block.out_channels, arch.num_blocks)
+                lines.append(f"        self.blocks[{k}].scale = Scale({shape!r}, {init!r})")
+            if rates[k] > 0:
+                lines.append(f"        self.blocks[{k}].drop_path = DropPath({rates[k]!r})")
         lines.append("        self.head = Head(num_classes)")
         if arch.init == "kaiming":
             lines.append("        init_kaiming(self)")

@@ -41,15 +41,26 @@ class ResidualBlock(nn.Module):
         self.act = act_layer()
         # Keyed "h<source>", in merge order: state_dict keys read blocks.7.shortcuts.h5.conv.weight.
         self.shortcuts = nn.ModuleDict({f"h{src}": m for src, m in shortcuts.items()})
+        # Set by the network builder on blocks a connection ends at (None: not used).
+        self.scale: nn.Module | None = None
+        self.drop_path: nn.Module | None = None
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def finish(self, out: torch.Tensor) -> torch.Tensor:
+        """After the merge: the last activation (post order) or nothing (pre)."""
+        return out if self.pre else self.act(out)
+
     def forward(self, x: torch.Tensor, h: list[torch.Tensor]) -> torch.Tensor:
         out = self.branch(x)
+        if self.scale is not None:
+            out = self.scale(out)
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         for source, shortcut in self.shortcuts.items():
             out = shortcut(out, h[int(source[1:])])
-        return out if self.pre else self.act(out)
+        return self.finish(out)
 
 
 @register_block("basic")
@@ -76,7 +87,10 @@ class BasicBlock(ResidualBlock):
 
 @register_block("bottleneck")
 class BottleneckBlock(ResidualBlock):
-    """1x1 reduce, 3x3 (with the stride: "ResNet v1.5", as torchvision), 1x1 expand."""
+    """1x1 reduce, 3x3 (with the stride: "ResNet v1.5", as torchvision), 1x1 expand.
+
+    With ``groups`` > 1 the 3x3 conv is grouped: ResNeXt (Xie et al. 2017), as torchvision.
+    """
 
     def __init__(
         self, kind: str, block: Block, norm: str, pre: bool, act_layer: type[nn.Module], shortcuts: dict[int, nn.Module]
@@ -85,7 +99,7 @@ class BottleneckBlock(ResidualBlock):
         bias = norm == "none"
         self.conv1 = make_conv(kind, block.in_channels, block.width, 1, 1, bias)
         self.norm1 = make_norm(norm, kind, block.in_channels if pre else block.width)
-        self.conv2 = make_conv(kind, block.width, block.width, 3, block.stride, bias)
+        self.conv2 = make_conv(kind, block.width, block.width, 3, block.stride, bias, block.groups)
         self.norm2 = make_norm(norm, kind, block.width)
         self.conv3 = make_conv(kind, block.width, block.out_channels, 1, 1, bias)
         self.norm3 = make_norm(norm, kind, block.width if pre else block.out_channels)
@@ -154,3 +168,87 @@ class MlpBlock(ResidualBlock):
             return self.fc2(self.act(self.norm2(out)))
         out = self.act(self.norm1(self.fc1(x)))
         return self.norm2(self.fc2(out))
+
+
+@register_block("dense")
+class DenseBlock(ResidualBlock):
+    """DenseNet's layer (Huang et al. 2017, as torchvision's ``_DenseLayer``): norm-act-1x1 conv
+    to ``width`` (bn_size * growth), norm-act-3x3 conv to ``growth`` new channels. Its span-1
+    connection concatenates the input in front of them, so it outputs in + growth channels."""
+
+    def __init__(
+        self, kind: str, block: Block, norm: str, pre: bool, act_layer: type[nn.Module], shortcuts: dict[int, nn.Module]
+    ):
+        super().__init__(pre, act_layer, shortcuts)
+        growth = block.out_channels - block.in_channels
+        self.norm1 = make_norm(norm, kind, block.in_channels)
+        self.conv1 = make_conv(kind, block.in_channels, block.width, 1, 1, norm == "none")
+        self.norm2 = make_norm(norm, kind, block.width)
+        self.conv2 = make_conv(kind, block.width, growth, 3, 1, norm == "none")
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(self.act(self.norm1(x)))
+        return self.conv2(self.act(self.norm2(out)))
+
+
+@register_block("transition")
+class TransitionBlock(ResidualBlock):
+    """DenseNet's transition between dense stages: norm-act-1x1 conv (compression), average pool."""
+
+    def __init__(
+        self, kind: str, block: Block, norm: str, pre: bool, act_layer: type[nn.Module], shortcuts: dict[int, nn.Module]
+    ):
+        super().__init__(pre, act_layer, shortcuts)
+        self.norm = make_norm(norm, kind, block.in_channels)
+        self.conv = make_conv(kind, block.in_channels, block.out_channels, 1, 1, norm == "none")
+        pool = nn.AvgPool2d if kind == "conv2d" else nn.AvgPool1d
+        self.pool = pool(block.stride, block.stride) if block.stride > 1 else None
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(self.act(self.norm(x)))
+        return out if self.pool is None else self.pool(out)
+
+
+@register_block("attention")
+class AttentionBlock(ResidualBlock):
+    """A transformer's self-attention sublayer on (batch, tokens, features).
+
+    pre (pre-LN): ``x + attn(norm(x))``; post (post-LN, Vaswani et al. 2017): ``norm(x + attn(x))``,
+    the norm standing where a conv block has its last activation. With a span-1 identity
+    connection around it and the feedforward sublayer after it, the pair computes what
+    ``nn.TransformerEncoderLayer(norm_first=pre)`` computes.
+    """
+
+    def __init__(
+        self, kind: str, block: Block, norm: str, pre: bool, act_layer: type[nn.Module], shortcuts: dict[int, nn.Module]
+    ):
+        super().__init__(pre, act_layer, shortcuts)
+        self.norm = nn.LayerNorm(block.in_channels)
+        self.attn = nn.MultiheadAttention(block.in_channels, block.heads, batch_first=True)
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(x) if self.pre else x
+        return self.attn(y, y, y, need_weights=False)[0]
+
+    def finish(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.pre else self.norm(out)
+
+
+@register_block("feedforward")
+class FeedForwardBlock(ResidualBlock):
+    """A transformer's MLP sublayer: Linear to ``width``, activation, Linear back (pre- or post-LN)."""
+
+    def __init__(
+        self, kind: str, block: Block, norm: str, pre: bool, act_layer: type[nn.Module], shortcuts: dict[int, nn.Module]
+    ):
+        super().__init__(pre, act_layer, shortcuts)
+        self.norm = nn.LayerNorm(block.in_channels)
+        self.fc1 = nn.Linear(block.in_channels, block.width)
+        self.fc2 = nn.Linear(block.width, block.out_channels)
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(x) if self.pre else x
+        return self.fc2(self.act(self.fc1(y)))
+
+    def finish(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.pre else self.norm(out)

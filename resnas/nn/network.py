@@ -13,11 +13,13 @@ from torch import nn
 
 from resnas.arch import Architecture, Connection
 from resnas.nn.blocks import block_class
-from resnas.nn.layers import get_act_layer, make_conv, make_norm
-from resnas.nn.skips import GatedShortcut, IdentityShortcut, PadShortcut, ProjectionShortcut
+from resnas.nn.layers import DropPath, Scale, get_act_layer, make_conv, make_norm, scale_shape_and_init
+from resnas.nn.skips import ConcatShortcut, GatedShortcut, IdentityShortcut, PadShortcut, ProjectionShortcut
 
 
 def make_shortcut(arch: Architecture, conn: Connection) -> nn.Module:
+    if conn.merge == "concat":
+        return ConcatShortcut()
     cin, cout = arch.channels_at(conn.src), arch.channels_at(conn.dst)
     stride = arch.stride_between(conn.src, conn.dst)
     if conn.kind == "identity":
@@ -55,6 +57,32 @@ class Stem(nn.Module):
         return x if self.pool is None else self.pool(x)
 
 
+class TokenStem(nn.Module):
+    """A transformer's embedding: patches of ``kernel`` positions (pixels) -> tokens, a CLS token
+    when the head pools by it, and learned position embeddings (ViT, Dosovitskiy et al. 2021)."""
+
+    def __init__(self, arch: Architecture):
+        super().__init__()
+        k, d = arch.stem.kernel, arch.stem.channels
+        conv = nn.Conv2d if len(arch.input_shape) == 3 else nn.Conv1d
+        self.conv = conv(arch.input_shape[0], d, k, stride=k)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d)) if arch.head_pool == "cls" else None
+        self.pos = nn.Parameter(torch.zeros(1, token_count(arch), d))
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x).flatten(2).transpose(1, 2)
+        if self.cls is not None:
+            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1)
+        return x + self.pos
+
+
+def token_count(arch: Architecture) -> int:
+    """Tokens a transformer sees: one per patch, plus the CLS token."""
+    k = arch.stem.kernel
+    return math.prod(n // k for n in arch.input_shape[1:]) + (arch.head_pool == "cls")
+
+
 class Head(nn.Module):
     """(pre order: the final norm and activation of ResNet v2), global pool, dropout, classifier."""
 
@@ -62,10 +90,14 @@ class Head(nn.Module):
         super().__init__()
         channels = arch.channels_at(arch.num_blocks)
         pre = arch.order == "pre"
+        tokens = arch.kind == "transformer"
         self.norm = make_norm(arch.norm, arch.kind, channels) if pre else None
-        self.act = get_act_layer(arch.activation)() if pre else None
+        # A pre-LN transformer ends with a norm alone (ViT); a v2 ResNet with norm and activation.
+        self.act = get_act_layer(arch.activation)() if pre and not tokens else None
         if arch.kind == "mlp":
             self.pool = None
+        elif tokens:
+            self.pool = TokenPool(arch.head_pool)
         elif arch.head_pool == "max":
             self.pool = nn.AdaptiveMaxPool2d(1) if arch.kind == "conv2d" else nn.AdaptiveMaxPool1d(1)
         else:
@@ -75,12 +107,31 @@ class Head(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm is not None:
-            x = self.act(self.norm(x))
+            x = self.norm(x)
+        if self.act is not None:
+            x = self.act(x)
         if self.pool is not None:
             x = torch.flatten(self.pool(x), 1)
         if self.dropout is not None:
             x = self.dropout(x)
         return self.fc(x)
+
+
+class TokenPool(nn.Module):
+    """(batch, tokens, features) -> (batch, features, 1): the CLS token, or the mean or max over tokens."""
+
+    def __init__(self, mode: str):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "cls":
+            x = x[:, 0]
+        elif self.mode == "max":
+            x = x.amax(1)
+        else:
+            x = x.mean(1)
+        return x.unsqueeze(-1)
 
 
 class ResidualNetwork(nn.Module):
@@ -89,12 +140,21 @@ class ResidualNetwork(nn.Module):
     def __init__(self, arch: Architecture):
         super().__init__()
         act_layer = get_act_layer(arch.activation)
-        self.stem = Stem(arch)
+        self.stem = TokenStem(arch) if arch.kind == "transformer" else Stem(arch)
         self.blocks = nn.ModuleList()
+        rates = drop_path_rates(arch)
         for k, block in enumerate(arch.blocks):
-            shortcuts = {c.src: make_shortcut(arch, c) for c in arch.incoming(k)}
+            incoming = arch.incoming(k)
+            shortcuts = {c.src: make_shortcut(arch, c) for c in incoming}
             cls = block_class(arch.kind, block.type)
-            self.blocks.append(cls(arch.kind, block, arch.norm, arch.order == "pre", act_layer, shortcuts))
+            module = cls(arch.kind, block, arch.norm, arch.order == "pre", act_layer, shortcuts)
+            if arch.branch_scale != "none" and scaled(arch, k):
+                module.scale = Scale(
+                    *scale_shape_and_init(arch.branch_scale, arch.kind, block.out_channels, arch.num_blocks)
+                )
+            if rates[k] > 0:
+                module.drop_path = DropPath(rates[k])
+            self.blocks.append(module)
         self.head = Head(arch)
         if arch.init == "kaiming":
             init_kaiming(self)
@@ -104,6 +164,18 @@ class ResidualNetwork(nn.Module):
         for block in self.blocks:
             h.append(block(h[-1], h))
         return self.head(h[-1])
+
+
+def scaled(arch: Architecture, k: int) -> bool:
+    """Branch scales and dropped paths sit on blocks that a connection adds into: with no
+    connection a zero scale or a dropped branch would cut the network."""
+    return any(c.merge == "add" for c in arch.incoming(k)) and arch.blocks[k].type != "dense"
+
+
+def drop_path_rates(arch: Architecture) -> list[float]:
+    """Linear decay over depth, as timm: block k of N gets ``drop_path * k / (N - 1)``."""
+    n = arch.num_blocks
+    return [arch.drop_path * k / max(n - 1, 1) if scaled(arch, k) else 0.0 for k in range(n)]
 
 
 def init_kaiming(model: nn.Module) -> None:

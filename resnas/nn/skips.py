@@ -74,3 +74,11 @@ class GatedShortcut(nn.Module):
         if self.mode == "highway":
             return t * out + (1 - t) * s
         return out + t * s
+
+
+class ConcatShortcut(nn.Module):
+    """Concatenates h in front of the block's new channels (DenseNet, Huang et al. 2017):
+    the output carries every earlier feature map unchanged."""
+
+    def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h, out], 1)

@@ -7,9 +7,10 @@ space-size count, so the three can never disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from resnas.arch import Block
+from resnas.space._model import BlockSpec
 
 # A resolved connection: (kind, shortcut-for-gated). Two requests that resolve to the
 # same pair build the same network.
@@ -29,19 +30,55 @@ def make_blocks(
     stages: list[tuple[int, int, int]],
     block_type: str,
     expansion: int,
+    groups: int = 1,
+    width_per_group: int | None = None,
+    compression: float = 1.0,
+    heads: int = 1,
 ) -> list[Block]:
     """Blocks of a network whose stage s has (depth, channels, stride) = ``stages[s]``.
 
-    Only a stage's first block strides, as in torchvision's ``_make_layer``.
+    Only a stage's first block strides, as in torchvision's ``_make_layer``. A ``dense``
+    stage's channels are its growth rate, and every dense stage after the first starts with
+    a transition that strides (DenseNet). A ``transformer`` layer is two blocks, an attention
+    sublayer and a feedforward sublayer, so connections can go around each.
     """
     blocks: list[Block] = []
     in_channels = stem_channels
     for s, (depth, channels, stride) in enumerate(stages):
+        if block_type == "dense":
+            if s > 0:
+                out = int(in_channels * compression)
+                blocks.append(Block("transition", in_channels, out, out, stride, s))
+                in_channels = out
+            for _ in range(depth):
+                blocks.append(Block("dense", in_channels, expansion * channels, in_channels + channels, 1, s))
+                in_channels += channels
+            continue
+        if block_type == "transformer":
+            for _ in range(depth):
+                blocks.append(Block("attention", channels, channels, channels, 1, s, heads=heads))
+                blocks.append(Block("feedforward", channels, channels * expansion, channels, 1, s))
+            in_channels = channels
+            continue
         out = channels * expansion if block_type == "bottleneck" else channels
+        grouped = block_type == "bottleneck"
+        width = channels if width_per_group is None or not grouped else int(channels * width_per_group / 64) * groups
         for b in range(depth):
-            blocks.append(Block(block_type, in_channels, channels, out, stride if b == 0 else 1, s))
+            blocks.append(
+                Block(block_type, in_channels, width, out, stride if b == 0 else 1, s, groups if grouped else 1)
+            )
             in_channels = out
     return blocks
+
+
+def block_options(block: BlockSpec) -> dict[str, Any]:
+    """The ``make_blocks`` keywords a spec's block section fixes."""
+    return {
+        "groups": block.groups,
+        "width_per_group": block.width_per_group,
+        "compression": block.compression,
+        "heads": block.heads,
+    }
 
 
 def resolve(kind: str, same_shape: bool, grows: bool, on_shape_change: str) -> Resolved | None:
@@ -102,9 +139,12 @@ def placements(stem_channels: int, blocks: list[Block], rules: Rules) -> list[Pl
             stride *= blocks[j - 1].stride
             if rules.scope == "stage" and blocks[i].stage != blocks[j - 1].stage:
                 break
+            if blocks[j - 1].type == "transition":  # DenseNet's transitions carry no connection
+                break
             if j - i not in rules.spans:
                 continue
-            same = channels[i] == channels[j] and stride == 1
+            # A dense block's output is its input with new channels concatenated: identity fits.
+            same = (channels[i] == channels[j] or blocks[j - 1].type == "dense") and stride == 1
             grows = channels[j] >= channels[i]
             by_request = tuple(resolve(kind, same, grows, rules.on_shape_change) for kind in rules.kinds)
             kinds: list[Resolved] = []

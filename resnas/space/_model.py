@@ -15,7 +15,10 @@ from resnas.space._values import searchable
 
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid")
 NORMS = ("batch", "layer", "group", "none")
-BLOCK_TYPES = ("basic", "bottleneck", "plain", "mlp")
+BLOCK_TYPES = ("basic", "bottleneck", "plain", "mlp", "dense", "transformer")
+NETWORK_KINDS = ("conv2d", "conv1d", "mlp", "transformer")
+MERGES = ("add", "concat")
+BRANCH_SCALES = ("none", "rezero", "skipinit", "layerscale")
 CONNECTION_KINDS = ("identity", "projection", "pad", "gated")
 GATE_MODES = ("shortcut", "highway")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -62,6 +65,8 @@ SActivation = searchable("str", ACTIVATIONS)
 SNorm = searchable("str", NORMS)
 SBlock = searchable("str", BLOCK_TYPES)
 SGateMode = searchable("str", GATE_MODES)
+SMerge = searchable("str", MERGES)
+SBranchScale = searchable("str", BRANCH_SCALES)
 SOptimizer = searchable("str", OPTIMIZERS)
 SSchedule = searchable("str", SCHEDULES)
 
@@ -100,7 +105,16 @@ class BlockSpec(_Section):
     activation: SActivation = "relu"
     norm: SNorm = "batch"
     # bottleneck: output channels = stage channels * expansion (torchvision's Bottleneck.expansion).
+    # dense: the bottleneck size (inner width = expansion * growth); transformer: MLP width / model width.
     expansion: int = Field(4, ge=1, le=64)
+    # bottleneck: groups of the 3x3 conv (ResNeXt's cardinality); with width_per_group its inner
+    # width is int(channels * width_per_group / 64) * groups, as torchvision's ResNeXt.
+    groups: int = Field(1, ge=1, le=MAX_CHANNELS)
+    width_per_group: int | None = Field(None, ge=1, le=MAX_CHANNELS)
+    # dense: channels kept by a transition between dense stages (DenseNet-BC: 0.5).
+    compression: float = Field(1.0, gt=0, le=1)
+    # transformer: attention heads (the stage channels, the model width, must divide by it).
+    heads: int = Field(1, ge=1, le=MAX_CHANNELS)
 
 
 class StageSpec(_Section):
@@ -110,12 +124,14 @@ class StageSpec(_Section):
 
 
 class HeadSpec(_Section):
-    pool: Literal["avg", "max"] = "avg"
+    # cls: a transformer's CLS token; avg / max pool over positions (or tokens).
+    pool: Literal["avg", "max", "cls"] = "avg"
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
 class NetworkSpec(_Section):
-    kind: Literal["conv2d", "conv1d", "mlp"] = "conv2d"
+    # transformer: the stem embeds patches of stem.kernel positions as tokens of stem.channels features.
+    kind: Literal[NETWORK_KINDS] = "conv2d"  # type: ignore[valid-type]
     stem: StemSpec = StemSpec()
     block: BlockSpec = BlockSpec()
     stages: list[StageSpec] = Field(min_length=1, max_length=64)
@@ -142,6 +158,10 @@ class ResidualSpec(_Section):
     on_shape_change: Literal["projection", "pad", "forbid"] = "projection"
     order: Literal["post", "pre"] = "post"
     gate: GateSpec = GateSpec()
+    # add, or concatenate the carried tensor (DenseNet); a choice is drawn per connection.
+    merge: SMerge = "add"
+    # A learned scale on the branch of every block a connection adds into.
+    branch_scale: SBranchScale = "none"
 
 
 class TrainSpec(_Section):
@@ -153,6 +173,8 @@ class TrainSpec(_Section):
     weight_decay: SDecay = 5e-4
     schedule: SSchedule = "onecycle"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # Stochastic depth: the last block's drop rate, linearly less for earlier ones (timm's drop_path).
+    drop_path: searchable("float", minimum=0, maximum=1) = 0.0  # type: ignore[valid-type]
     # auto: bf16 autocast on CUDA, fp32 on CPU.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from resnas.errors import SpecError
+from resnas.space._families import check_families
 from resnas.space._layout import Rules, make_blocks, placements
 from resnas.space._model import SpecModel
 from resnas.space._values import Choice, FloatRange, IntRange, discrete_values, high_value, is_searchable
@@ -303,6 +304,7 @@ class _Checker:
     def run(self) -> None:
         self.check_data()
         self.check_network()
+        check_families(self.spec, data_shape(self.spec)[0], self.fail)
         self.check_residual()
         self.check_search()
 
@@ -371,7 +373,9 @@ class _Checker:
 
     def check_network(self) -> None:
         net = self.spec.network
-        allowed = ("mlp", "plain") if net.kind == "mlp" else ("basic", "bottleneck", "plain")
+        allowed = {"mlp": ("mlp", "plain"), "transformer": ("transformer",)}.get(
+            net.kind, ("basic", "bottleneck", "plain", "dense")
+        )
         for block_type in discrete_values(net.block.type):
             if block_type not in allowed:
                 self.fail(

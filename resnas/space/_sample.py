@@ -19,6 +19,7 @@ with the drawn values, so replaying the same parameters gives the same architect
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from resnas.arch import Architecture, Connection, Stem
-from resnas.space._layout import Placement, Resolved, make_blocks, placement_name, placements
+from resnas.space._layout import Placement, Resolved, block_options, make_blocks, placement_name, placements
 from resnas.space._parse import SearchSpace, rules_of
 from resnas.space._values import Choice, FloatRange, IntRange, discrete_values
 
@@ -149,11 +150,14 @@ def sample(space: SearchSpace, suggester: Suggester | int = 0) -> Candidate:
                 draw(s, f"network.stages[{i}].stride", st.stride),
             )
         )
-    blocks = make_blocks(stem_channels, stages, block_type, net.block.expansion)
+    blocks = make_blocks(stem_channels, stages, block_type, net.block.expansion, **block_options(net.block))
 
     options = placements(stem_channels, blocks, rules_of(spec))
     connections = [
-        Connection(place.src, place.dst, *resolved)
+        # Add or concatenate, drawn per connection under the placement's name where it is a choice.
+        Connection(
+            place.src, place.dst, *resolved, draw(s, f"{placement_name(blocks, place.src, place.dst)}.merge", res.merge)
+        )
         for place, resolved in _draw_connections(s, blocks, options, res.kinds, res.count)
     ]
 
@@ -173,8 +177,11 @@ def sample(space: SearchSpace, suggester: Suggester | int = 0) -> Candidate:
         head_pool=net.head.pool,
         head_dropout=net.head.dropout,
         init=net.init,
+        branch_scale=draw(s, "residual.branch_scale", res.branch_scale) if connections else "none",
     )
     train = {key: draw(s, f"train.{key}", getattr(spec.train, key)) for key in type(spec.train).model_fields}
+    if train["drop_path"] and connections:
+        arch = dataclasses.replace(arch, drop_path=train["drop_path"])
     return Candidate(arch, train)
 
 
