@@ -47,7 +47,10 @@ def architecture_table(arch: Architecture) -> Table:
         table.add_column(col, justify="right" if col in ("block", "stage", "in", "out", "stride") else "left")
     for k, b in enumerate(arch.blocks):
         merges = ", ".join(
-            f"h{c.src}->h{c.dst} {c.kind}" + (f"({c.shortcut})" if c.shortcut else "") for c in arch.incoming(k)
+            f"h{c.src}->h{c.dst} {c.kind}"
+            + (f"({c.shortcut})" if c.shortcut else "")
+            + (" concat" if c.merge == "concat" else "")
+            for c in arch.incoming(k)
         )
         table.add_row(
             f"b{k}", str(b.stage), b.type, str(b.in_channels), str(b.out_channels), str(b.stride), merges or "-"
@@ -60,7 +63,10 @@ def architecture_summary(arch: Architecture) -> str:
     spans = sorted({c.span for c in arch.connections})
     return (
         f"{arch.kind}, {arch.num_blocks} blocks, {len(arch.connections)} connections ({kinds}; spans "
-        f"{spans or '-'}), order {arch.order}, {count_params(arch):,} parameters"
+        f"{spans or '-'}), order {arch.order}, "
+        + (f"branch scale {arch.branch_scale}, " if arch.branch_scale != "none" else "")
+        + (f"drop path {arch.drop_path:.3g}, " if arch.drop_path else "")
+        + f"{count_params(arch):,} parameters"
     )
 
 

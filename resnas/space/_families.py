@@ -123,6 +123,13 @@ def _check_transformer(spec: SpecModel, shape: tuple[int, ...], fail: Fail) -> N
     if len(net.stages) != 1:
         fail("a transformer has one stage (its depth is the number of layers)", "network", "stages")
     stage = net.stages[0]
+    if net.stem.channels != stage.channels:
+        fail(
+            "a transformer's stem embeds to the model width: stem.channels must equal network.stages[0].channels",
+            "network",
+            "stem",
+            "channels",
+        )
     if high_value(stage.stride) != 1:
         fail("a transformer stage cannot stride (conv networks only)", "network", "stages", 0, "stride")
     for width in discrete_values(stage.channels):

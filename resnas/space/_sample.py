@@ -180,8 +180,10 @@ def sample(space: SearchSpace, suggester: Suggester | int = 0) -> Candidate:
         branch_scale=draw(s, "residual.branch_scale", res.branch_scale) if connections else "none",
     )
     train = {key: draw(s, f"train.{key}", getattr(spec.train, key)) for key in type(spec.train).model_fields}
-    if train["drop_path"] and connections:
-        arch = dataclasses.replace(arch, drop_path=train["drop_path"])
+    # Stochastic depth changes the network trained, so it lives in the architecture.
+    drop_path = train.pop("drop_path")
+    if drop_path and connections:
+        arch = dataclasses.replace(arch, drop_path=drop_path)
     return Candidate(arch, train)
 
 

@@ -67,11 +67,13 @@ def _count_layout(space: SearchSpace, combo: tuple) -> int:
     sizes = None if count == "all" else sorted({min(c, len(options)) for c in discrete_values(count)})
     every = _subsets_by_size([len(p.kinds) for p in options], sizes)
     modes = len(discrete_values(spec.residual.gate.mode))
-    if modes == 1:
-        return every
-    # The gate mode is one choice for the whole network, and only matters where a gate is.
-    no_gate = _subsets_by_size([sum(1 for k in p.kinds if k[0] != "gated") for p in options], sizes)
-    return no_gate + modes * (every - no_gate)
+    if modes > 1:
+        # The gate mode is one choice for the whole network, and only matters where a gate is.
+        no_gate = _subsets_by_size([sum(1 for k in p.kinds if k[0] != "gated") for p in options], sizes)
+        every = no_gate + modes * (every - no_gate)
+    # The branch scale is one choice for the whole network, and only matters where a connection is.
+    empty = 1 if 0 in (sizes if sizes is not None else [len(options)]) else 0
+    return empty + len(discrete_values(spec.residual.branch_scale)) * (every - empty)
 
 
 # --- scope: stage -------------------------------------------------------------------
