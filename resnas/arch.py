@@ -90,9 +90,10 @@ class Architecture:
     def __post_init__(self) -> None:
         # Canonical connection order (by source, then destination): the merge order.
         conns = tuple(sorted(self.connections, key=lambda c: (c.dst, c.src)))
+        object.__setattr__(self, "blocks", tuple(self.blocks))
+        conns = tuple(self._canonical_concat(c) for c in conns)
         object.__setattr__(self, "connections", conns)
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
-        object.__setattr__(self, "blocks", tuple(self.blocks))
         if not any(c.kind == "gated" for c in conns):
             # Gate settings do not change a network without gates: keep the fingerprint canonical.
             object.__setattr__(self, "gate_mode", "shortcut")
@@ -101,6 +102,15 @@ class Architecture:
             # Branch scales and dropped paths exist only on blocks a connection ends at.
             object.__setattr__(self, "branch_scale", "none")
             object.__setattr__(self, "drop_path", 0.0)
+
+    def _canonical_concat(self, conn: Connection) -> Connection:
+        """A concatenation carries h unchanged (its kind is identity) and needs h and the output
+        at one spatial size; drawn across a stride it is an addition of the drawn kind."""
+        if conn.merge != "concat":
+            return conn
+        if self.stride_between(conn.src, conn.dst) != 1:
+            return Connection(conn.src, conn.dst, conn.kind, conn.shortcut, "add")
+        return Connection(conn.src, conn.dst, "identity", None, "concat")
 
     # ---- derived views -------------------------------------------------------
     @property

@@ -71,9 +71,9 @@ def _block_key(arch: Architecture, block_type: str) -> str:
     return "linear" if arch.kind == "mlp" and block_type == "plain" else block_type
 
 
-def _shortcut_class(conn: Connection) -> str:
+def _shortcut_class(arch: Architecture, conn: Connection) -> str:
     if conn.merge == "concat":
-        return "ConcatShortcut"
+        return "ConcatShortcut" if arch.blocks[conn.dst - 1].type == "dense" else "FusedConcatShortcut"
     if conn.kind == "gated":
         return f"Gated{(conn.shortcut or 'identity').capitalize()}Shortcut"
     return f"{conn.kind.capitalize()}Shortcut"
@@ -166,7 +166,7 @@ class _Writer:
 
     # ---- connections ---------------------------------------------------------
     def shortcut_classes(self) -> list[str]:
-        used = sorted({_shortcut_class(c) for c in self.arch.connections})
+        used = sorted({_shortcut_class(self.arch, c) for c in self.arch.connections})
         return [self._shortcut_source(name) for name in used]
 
     def _shortcut_source(self, name: str) -> str:
@@ -176,6 +176,17 @@ class _Writer:
                 '    """Concatenates h in front of the block\'s new channels (DenseNet)."""\n\n'
                 "    def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:\n"
                 "        return torch.cat([h, out], 1)\n"
+            )
+        if name == "FusedConcatShortcut":
+            return (
+                "class FusedConcatShortcut(nn.Module):\n"
+                '    """Concatenates h with the block\'s output, fused back to its width."""\n\n'
+                "    def __init__(self, cin: int, cout: int) -> None:\n"
+                "        super().__init__()\n"
+                f"        self.fuse = {self.layer('cin + cout', 'cout', None if self.kind == 'mlp' else '1')}\n"
+                "        self.norm = norm(cout)\n\n"
+                "    def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:\n"
+                f"        return self.norm(self.fuse(torch.cat([h, out], {-1 if self.kind == 'mlp' else 1})))\n"
             )
         strided = self.kind != "mlp"
         stride_sig = ", stride: int = 1" if strided else ""
@@ -550,7 +561,7 @@ class _Writer:
         if arch.connections:
             for conn in arch.connections:
                 stride = arch.stride_between(conn.src, conn.dst)
-                cls = _shortcut_class(conn)
+                cls = _shortcut_class(arch, conn)
                 plain = cls in ("IdentityShortcut", "ConcatShortcut")
                 args = "" if plain else f"{arch.channels_at(conn.src)}, {arch.channels_at(conn.dst)}"
                 if stride != 1 and not plain:

@@ -14,13 +14,23 @@ from torch import nn
 from resnas.arch import Architecture, Connection
 from resnas.nn.blocks import block_class
 from resnas.nn.layers import DropPath, Scale, get_act_layer, make_conv, make_norm, scale_shape_and_init
-from resnas.nn.skips import ConcatShortcut, GatedShortcut, IdentityShortcut, PadShortcut, ProjectionShortcut
+from resnas.nn.skips import (
+    ConcatShortcut,
+    FusedConcatShortcut,
+    GatedShortcut,
+    IdentityShortcut,
+    PadShortcut,
+    ProjectionShortcut,
+)
 
 
 def make_shortcut(arch: Architecture, conn: Connection) -> nn.Module:
-    if conn.merge == "concat":
-        return ConcatShortcut()
     cin, cout = arch.channels_at(conn.src), arch.channels_at(conn.dst)
+    if conn.merge == "concat":
+        # A dense block's width grows by the concatenation; any other block keeps its width.
+        if arch.blocks[conn.dst - 1].type == "dense":
+            return ConcatShortcut()
+        return FusedConcatShortcut(arch.kind, cin, cout, arch.norm)
     stride = arch.stride_between(conn.src, conn.dst)
     if conn.kind == "identity":
         return IdentityShortcut()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnas.nn.layers import make_conv, make_norm
+from resnas.nn.layers import family, make_conv, make_norm
 
 
 def pad_shortcut(h: torch.Tensor, stride: int, extra_channels: int) -> torch.Tensor:
@@ -82,3 +82,17 @@ class ConcatShortcut(nn.Module):
 
     def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         return torch.cat([h, out], 1)
+
+
+class FusedConcatShortcut(nn.Module):
+    """Concatenates h with the output of a block of fixed width, then fuses them back to that
+    width: ``norm(conv1x1([h, out]))`` (Linear for mlp and transformer features)."""
+
+    def __init__(self, kind: str, cin: int, cout: int, norm: str):
+        super().__init__()
+        self.dim = -1 if family(kind) == "mlp" else 1
+        self.fuse = make_conv(kind, cin + cout, cout, 1, 1, bias=norm == "none")
+        self.norm = make_norm(norm, kind, cout)
+
+    def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.fuse(torch.cat([h, out], self.dim)))

@@ -62,12 +62,6 @@ def _check_dense(spec: SpecModel, fail: Fail) -> None:
     if not dense:
         if net.block.compression != 1.0:
             fail("compression applies to dense blocks only", "network", "block", "compression")
-        if "concat" in discrete_values(res.merge):
-            fail(
-                "merge: concat needs dense blocks (network.block.type: dense), whose channels grow with it",
-                "residual",
-                "merge",
-            )
         return
     if discrete_values(net.block.type) != ["dense"]:
         fail("dense blocks cannot be a choice beside other block types", "network", "block", "type")

@@ -59,17 +59,29 @@ def _subsets_by_size(weights: list[int], sizes: list[int] | None) -> int:
     return sum(poly[c] for c in sizes if c < len(poly))
 
 
+def _choices_at(place, blocks: list, spec) -> int:
+    """Distinct connections at a placement: its resolved kinds, and one concatenation where
+    the merge may be concat and h and the output have one spatial size (else concat adds)."""
+    merges = set(discrete_values(spec.residual.merge))
+    if "concat" not in merges or math.prod(b.stride for b in blocks[place.src : place.dst]) != 1:
+        return len(place.kinds)
+    return 1 if merges == {"concat"} else len(place.kinds) + 1
+
+
 def _count_layout(space: SearchSpace, combo: tuple) -> int:
     spec = space.spec
     stem_channels, blocks = combo_blocks(spec, combo)
     options = placements(stem_channels, blocks, rules_of(spec))
     count = spec.residual.count
     sizes = None if count == "all" else sorted({min(c, len(options)) for c in discrete_values(count)})
-    every = _subsets_by_size([len(p.kinds) for p in options], sizes)
+    every = _subsets_by_size([_choices_at(p, blocks, spec) for p in options], sizes)
     modes = len(discrete_values(spec.residual.gate.mode))
     if modes > 1:
         # The gate mode is one choice for the whole network, and only matters where a gate is.
-        no_gate = _subsets_by_size([sum(1 for k in p.kinds if k[0] != "gated") for p in options], sizes)
+        no_gate = _subsets_by_size(
+            [sum(1 for k in p.kinds if k[0] != "gated") + _choices_at(p, blocks, spec) - len(p.kinds) for p in options],
+            sizes,
+        )
         every = no_gate + modes * (every - no_gate)
     # The branch scale is one choice for the whole network, and only matters where a connection is.
     empty = 1 if 0 in (sizes if sizes is not None else [len(options)]) else 0

@@ -31,8 +31,12 @@ def obeys(space, arch) -> None:
     low, high = (count.low, count.high) if isinstance(count, IntRange) else (count, count)
     assert low <= len(arch.connections) <= min(high, len(valid))
     for c in arch.connections:
-        assert (c.kind, c.shortcut) in valid[(c.src, c.dst)]
-        assert c.span in discrete_values(res.span) and c.merge == "add"
+        assert c.span in discrete_values(res.span) and c.merge in discrete_values(res.merge)
+        assert (c.src, c.dst) in valid
+        if c.merge == "concat":  # carries h unchanged, at one spatial size
+            assert (c.kind, c.shortcut) == ("identity", None) and arch.stride_between(c.src, c.dst) == 1
+        else:
+            assert (c.kind, c.shortcut) in valid[(c.src, c.dst)]
     connected = bool(arch.connections)
     assert arch.branch_scale in (discrete_values(res.branch_scale) if connected else ["none"])
     drop = spec.train.drop_path
@@ -53,12 +57,13 @@ def obeys(space, arch) -> None:
 @pytest.mark.parametrize("name", SPECS)
 def test_200_samples_obey_build_export_and_train(name):
     space = load_space(f"search_spaces/{name}.yaml")
-    seen_scales, seen_drop = set(), 0
+    seen_scales, seen_drop, merges = set(), 0, set()
     for seed in range(200):
         arch = sample(space, seed).architecture
         obeys(space, arch)
         seen_scales.add(arch.branch_scale)
         seen_drop += arch.drop_path > 0
+        merges |= {c.merge for c in arch.connections}
         torch.manual_seed(seed)
         model = build(arch)
         x = torch.randn(2, *arch.input_shape)
@@ -71,5 +76,6 @@ def test_200_samples_obey_build_export_and_train(name):
         model.eval(), copy.eval()
         with torch.no_grad():
             torch.testing.assert_close(copy(x), model(x), rtol=0, atol=0)
-    # The search reaches every branch scale and drops paths.
+    # The search reaches every branch scale and merge, and drops paths.
     assert seen_scales == set(discrete_values(space.spec.residual.branch_scale)) and seen_drop > 50
+    assert merges == {"add", "concat"}
