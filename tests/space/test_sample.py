@@ -31,7 +31,10 @@ def check_rules(space, arch: Architecture) -> None:
         if res.scope == "stage":
             assert arch.blocks[c.src].stage == arch.blocks[c.dst - 1].stage
         same = arch.channels_at(c.src) == arch.channels_at(c.dst) and arch.stride_between(c.src, c.dst) == 1
-        if c.kind == "identity":
+        if c.merge == "concat":  # carries h unchanged, so needs one spatial size (not one width)
+            assert c.kind == "identity" and arch.stride_between(c.src, c.dst) == 1
+            assert "concat" in discrete_values(res.merge)
+        elif c.kind == "identity":
             assert same, "identity where shapes differ"
             assert "identity" in res.kinds or "pad" in res.kinds
         elif c.kind == "pad":
