@@ -243,10 +243,16 @@ def test_export_from_study_without_finished_trials(run_cli, tmp_path):
     from resnas.search import open_study
 
     url = f"sqlite:///{tmp_path / 'empty.db'}"
-    open_study(load_space(TINY), url, None)
+    open_study(load_space(TINY), url, None)  # queues the baselines: waiting trials, none finished
+
+    def stored() -> list[tuple[int, str]]:
+        return [(t.number, t.state.name) for t in optuna.load_study(study_name="tiny", storage=url).trials]
+
+    before = stored()
+    assert all(state == "WAITING" for _, state in before)
     code, _, err = run_cli("export", "--storage", url, "--study", "tiny")
     assert code == 2 and "has no finished trial" in err
-    assert optuna.load_study(study_name="tiny", storage=url).trials == []
+    assert stored() == before  # export wrote nothing into the study
 
 
 def test_export_checks_every_path_before_any_work(tiny_study, run_cli, tmp_path, monkeypatch):
