@@ -196,7 +196,7 @@ class OneShotSettings(_Section):
     """``search.oneshot``: the one-shot strategy (resnas.oneshot), one supernet instead of many trials."""
 
     # Supernet training epochs: the strategy's budget. The derived network then trains train.epochs.
-    epochs: int = Field(16, ge=1)
+    epochs: int = Field(10, ge=1)
     # alternating: weights on the training split, architecture weights on the validation split
     # (first-order DARTS, Liu et al. 2019); single: both on the training split, with `sparsity`.
     mode: Literal["alternating", "single"] = "alternating"
