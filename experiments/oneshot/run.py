@@ -95,8 +95,156 @@ def run_oneshot(url: str, results: Path) -> None:
         assert derived.state == optuna.trial.TrialState.COMPLETE
 
 
+def _trials(url: str, name: str) -> list:
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=url)
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def best_within(trials: list, flops: float) -> float:
+    """Best val accuracy among the first trials whose summed training FLOPs fit in ``flops``."""
+    best, spent = float("nan"), 0.0
+    for t in sorted(trials, key=lambda t: t.number):
+        spent += t.user_attrs["metrics"]["train_flops"]
+        if spent > flops:
+            break
+        best = max(t.values[0], best) if best == best else t.values[0]
+    return best
+
+
+def mean_sd(values: list[float]) -> str:
+    import numpy as np
+
+    v = np.array(values, dtype=float)
+    return f"{np.nanmean(v):.3f} ± {np.nanstd(v, ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+
 def report(url: str, results: Path) -> None:
-    raise NotImplementedError
+    """Markdown tables (printed and written to results.md), summary.json and plot.png."""
+    import numpy as np
+
+    ablations = json.loads(results.read_text()) if results.exists() else {}
+    rows, summary = [], {"seeds": {}}
+    lines = [
+        "| seed | one-shot val_acc | random p90 | random best | rank among random | "
+        "FLOPs ratio | seconds ratio | connections |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for seed in SEEDS:
+        trials = _trials(url, f"oneshot-s{seed}")
+        derived = next(t for t in trials if t.user_attrs.get("origin") == "oneshot")
+        random = _trials(url, f"random-s{seed}")
+        accs = np.array([t.values[0] for t in random])
+        d = derived.user_attrs
+        flops = d["search_flops"] + d["metrics"]["train_flops"]
+        seconds = d["search_seconds"] + d["metrics"]["train_seconds"]
+        r_flops = sum(t.user_attrs["metrics"]["train_flops"] for t in random)
+        r_seconds = sum(t.user_attrs["metrics"]["train_seconds"] for t in random)
+        row = {
+            "oneshot": derived.values[0],
+            "random_p90": float(np.percentile(accs, 90)),
+            "random_best": float(accs.max()),
+            "rank": int((accs > derived.values[0]).sum()) + 1,
+            "flops_ratio": flops / r_flops,
+            "seconds_ratio": seconds / r_seconds,
+            "flops": flops,
+            "connections": d["connections"],
+        }
+        for sampler in SAMPLERS:
+            trials_s = _trials(url, f"{sampler}-s{seed}")
+            row[f"{sampler}_1x"] = best_within(trials_s, flops)
+            row[f"{sampler}_4x"] = best_within(trials_s, 4 * flops)
+            row[f"{sampler}_curve"] = [
+                (
+                    sum(x.user_attrs["metrics"]["train_flops"] for x in trials_s[: i + 1]),
+                    max(x.values[0] for x in trials_s[: i + 1]),
+                )
+                for i in range(len(trials_s))
+            ]
+        row.update({k: v for k, v in ablations.get(str(seed), {}).items()})
+        rows.append(row)
+        summary["seeds"][seed] = {k: v for k, v in row.items() if not k.endswith("_curve")}
+        lines.append(
+            f"| {seed} | {row['oneshot']:.3f} | {row['random_p90']:.3f} | {row['random_best']:.3f} | "
+            f"{row['rank']} of {len(accs) + 1} | {row['flops_ratio']:.3f} | {row['seconds_ratio']:.3f} | "
+            f"{row['connections']} |"
+        )
+    med = {k: float(np.median([r[k] for r in rows])) for k in ("oneshot", "random_p90", "flops_ratio", "seconds_ratio")}
+    summary["median"] = med
+    lines.append(
+        f"| median | {med['oneshot']:.3f} | {med['random_p90']:.3f} | | | {med['flops_ratio']:.3f} | "
+        f"{med['seconds_ratio']:.3f} | |"
+    )
+    lines += ["", "| strategy | best val_acc at 1x one-shot FLOPs | at 4x |", "|---|---:|---:|"]
+    lines.append(f"| one-shot (perturbation) | {mean_sd([r['oneshot'] for r in rows])} | |")
+    for sampler in SAMPLERS:
+        at1, at4 = (mean_sd([r[f"{sampler}_{k}"] for r in rows]) for k in ("1x", "4x"))
+        lines.append(f"| {sampler} | {at1} | {at4} |")
+    if all("magnitude" in r for r in rows):
+        lines += ["", "| selection | val_acc (mean ± sd, 3 seeds) | connections |", "|---|---:|---:|"]
+        lines.append(f"| perturbation | {mean_sd([r['oneshot'] for r in rows])} | {[r['connections'] for r in rows]} |")
+        for key in ("magnitude", "perturbation_no_count_limit"):
+            accs = [r[key]["val_accuracy"] for r in rows]
+            lines.append(f"| {key} | {mean_sd(accs)} | {[r[key]['connections'] for r in rows]} |")
+    lines += ["", "| seed | placements | non-none weight > 0.5 at the end | positive perturbation importance |"]
+    lines.append("|---:|---:|---:|---:|")
+    for seed in SEEDS:
+        sup = next(t for t in _all(url, f"oneshot-s{seed}") if t.user_attrs.get("oneshot") == "supernet")
+        final = sup.user_attrs["trajectory"][-1]["weights"]
+        kept = sum(1 - w[0] > 0.5 for w in final.values())
+        positive = sum(r["perturbation"] > 0 for r in sup.user_attrs["ranking"]["perturbation"])
+        summary["seeds"][seed].update(collapse_kept=kept, positive=positive, placements=len(final))
+        lines.append(f"| {seed} | {len(final)} | {kept} | {positive} |")
+    text = "\n".join(lines)
+    print(text)
+    (HERE / "results.md").write_text(text + "\n")
+    (HERE / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    _plot(rows)
+
+
+def _all(url: str, name: str) -> list:
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=url).trials
+
+
+def _plot(rows: list[dict]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib is not installed: no plot)")
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    colors = {"random": "tab:blue", "tpe": "tab:orange"}
+    for sampler in SAMPLERS:
+        for i, r in enumerate(rows):
+            x, y = zip(*r[f"{sampler}_curve"])
+            ax.step(
+                x,
+                y,
+                where="post",
+                color=colors[sampler],
+                alpha=0.6,
+                label=f"{sampler} (best so far)" if i == 0 else None,
+            )
+    ax.scatter(
+        [r["flops"] for r in rows],
+        [r["oneshot"] for r in rows],
+        color="black",
+        zorder=3,
+        label="one-shot (derived, retrained)",
+    )
+    ax.set_xlabel("training FLOPs spent (supernet + derivation + retraining for one-shot)")
+    ax.set_ylabel("val accuracy")
+    ax.set_xscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("headline task: 12-block plain tanh CNN on mnist1d, 3 seeds")
+    fig.tight_layout()
+    fig.savefig(HERE / "plot.png", dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
