@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -23,6 +24,8 @@ HERE = Path(__file__).resolve().parent
 SEEDS = (0, 1, 2)
 TRIALS = 24
 SAMPLERS = ("random", "tpe")
+# The strategy with its defaults, and without the penalty on connections above count's bound.
+CONFIGS = {"oneshot": None, "oneshot-nopenalty": {"sparsity": 0.0}}
 # Ranking rows name a kind as a module key; back to (kind, shortcut).
 KIND = {
     "identity": ("identity", None),
@@ -55,7 +58,7 @@ def run_baselines(url: str) -> None:
             search(space_for(seed, sampler), storage=url, study=f"{sampler}-s{seed}", trials=TRIALS, progress=False)
 
 
-def run_oneshot(url: str, results: Path) -> None:
+def run_oneshot(url: str, results: Path, seeds: tuple[int, ...] = SEEDS) -> None:
     """The strategy (perturbation selection) per seed, then the ablations on the same supernet:
     the magnitude-selected architecture and the perturbation one without count limits."""
     import optuna
@@ -67,9 +70,11 @@ def run_oneshot(url: str, results: Path) -> None:
     from resnas.search import measure_and_train
     from resnas.space import Candidate
 
-    done = json.loads(results.read_text()) if results.exists() else {}
-    for seed in SEEDS:
-        study = strategy(space_for(seed), url, f"oneshot-s{seed}")
+    for seed, (config, settings) in itertools.product(seeds, CONFIGS.items()):
+        file = results / f"{config}-seed{seed}.json"
+        record = json.loads(file.read_text()) if file.exists() else {}
+        space = space_for(seed, oneshot=settings)
+        study = strategy(space, url, f"{config}-s{seed}")
         sup = next(t for t in study.trials if t.user_attrs.get("oneshot") == "supernet")
         derived = next(t for t in study.trials if t.user_attrs.get("origin") == "oneshot")
         rows = sup.user_attrs["ranking"]["perturbation"]
@@ -82,8 +87,6 @@ def run_oneshot(url: str, results: Path) -> None:
                 connections=tuple(Connection(r["src"], r["dst"], *KIND[r["kind"]]) for r in rows[:free]),
             ),
         }
-        record = done.setdefault(str(seed), {})
-        space = space_for(seed)
         for name, arch in arches.items():
             if name in record:
                 continue
@@ -91,7 +94,7 @@ def run_oneshot(url: str, results: Path) -> None:
                 space, Candidate(arch, sup.user_attrs["train"]), derived.user_attrs["seed"], torch.device("cpu")
             )
             record[name] = {"val_accuracy": metrics["val_accuracy"], "connections": len(arch.connections)}
-            results.write_text(json.dumps(done, indent=1, sort_keys=True))
+            file.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
         assert derived.state == optuna.trial.TrialState.COMPLETE
 
 
@@ -124,7 +127,7 @@ def report(url: str, results: Path) -> None:
     """Markdown tables (printed and written to results.md), summary.json and plot.png."""
     import numpy as np
 
-    ablations = json.loads(results.read_text()) if results.exists() else {}
+    ablations = {f.stem: json.loads(f.read_text()) for f in results.glob("*-seed*.json")}
     rows, summary = [], {"seeds": {}}
     lines = [
         "| seed | one-shot val_acc | random p90 | random best | rank among random | "
@@ -162,7 +165,13 @@ def report(url: str, results: Path) -> None:
                 )
                 for i in range(len(trials_s))
             ]
-        row.update({k: v for k, v in ablations.get(str(seed), {}).items()})
+        row["ablations"] = {c: ablations.get(f"{c}-seed{seed}", {}) for c in CONFIGS}
+        nopen = next(t for t in _trials(url, f"oneshot-nopenalty-s{seed}") if t.user_attrs.get("origin") == "oneshot")
+        row["ablations"]["oneshot-nopenalty"]["perturbation"] = {
+            "val_accuracy": nopen.values[0],
+            "connections": nopen.user_attrs["connections"],
+        }
+        row["ablations"]["oneshot"]["perturbation"] = {"val_accuracy": row["oneshot"], "connections": d["connections"]}
         rows.append(row)
         summary["seeds"][seed] = {k: v for k, v in row.items() if not k.endswith("_curve")}
         lines.append(
@@ -181,21 +190,29 @@ def report(url: str, results: Path) -> None:
     for sampler in SAMPLERS:
         at1, at4 = (mean_sd([r[f"{sampler}_{k}"] for r in rows]) for k in ("1x", "4x"))
         lines.append(f"| {sampler} | {at1} | {at4} |")
-    if all("magnitude" in r for r in rows):
-        lines += ["", "| selection | val_acc (mean ± sd, 3 seeds) | connections |", "|---|---:|---:|"]
-        lines.append(f"| perturbation | {mean_sd([r['oneshot'] for r in rows])} | {[r['connections'] for r in rows]} |")
-        for key in ("magnitude", "perturbation_no_count_limit"):
-            accs = [r[key]["val_accuracy"] for r in rows]
-            lines.append(f"| {key} | {mean_sd(accs)} | {[r[key]['connections'] for r in rows]} |")
-    lines += ["", "| seed | placements | non-none weight > 0.5 at the end | positive perturbation importance |"]
-    lines.append("|---:|---:|---:|---:|")
-    for seed in SEEDS:
-        sup = next(t for t in _all(url, f"oneshot-s{seed}") if t.user_attrs.get("oneshot") == "supernet")
+    lines += [
+        "",
+        "| supernet | selection | val_acc (mean ± sd, 3 seeds) | connections per seed |",
+        "|---|---|---:|---:|",
+    ]
+    for config in CONFIGS:
+        for key in ("perturbation", "magnitude", "perturbation_no_count_limit"):
+            found = [r["ablations"][config].get(key) for r in rows]
+            if all(found):
+                accs = [f["val_accuracy"] for f in found]
+                lines.append(f"| {config} | {key} | {mean_sd(accs)} | {[f['connections'] for f in found]} |")
+    lines += [
+        "",
+        "| supernet | seed | placements | non-none weight > 0.5 at the end | positive perturbation importance |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for config, seed in itertools.product(CONFIGS, SEEDS):
+        sup = next(t for t in _all(url, f"{config}-s{seed}") if t.user_attrs.get("oneshot") == "supernet")
         final = sup.user_attrs["trajectory"][-1]["weights"]
         kept = sum(1 - w[0] > 0.5 for w in final.values())
         positive = sum(r["perturbation"] > 0 for r in sup.user_attrs["ranking"]["perturbation"])
-        summary["seeds"][seed].update(collapse_kept=kept, positive=positive, placements=len(final))
-        lines.append(f"| {seed} | {len(final)} | {kept} | {positive} |")
+        summary["seeds"][seed][f"{config}_collapse"] = {"kept": kept, "positive": positive, "placements": len(final)}
+        lines.append(f"| {config} | {seed} | {len(final)} | {kept} | {positive} |")
     text = "\n".join(lines)
     print(text)
     (HERE / "results.md").write_text(text + "\n")
@@ -252,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("part", choices=["baselines", "oneshot", "report"])
     parser.add_argument("--db", default=str(HERE / "results.db"))
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--results", default=str(HERE / "ablations.json"))
+    parser.add_argument("--results", default=str(HERE / "ablations"), help="directory of per-seed ablation results")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="one-shot seeds to run, e.g. 0,2")
     args = parser.parse_args(argv)
     import torch
 
@@ -261,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.part == "baselines":
         run_baselines(url)
     elif args.part == "oneshot":
-        run_oneshot(url, Path(args.results))
+        Path(args.results).mkdir(exist_ok=True)
+        run_oneshot(url, Path(args.results), tuple(int(x) for x in args.seeds.split(",")))
     else:
         report(url, Path(args.results))
     return 0

@@ -73,12 +73,15 @@ def run_supernet(space: SearchSpace, device: torch.device, stop: Any = None, rep
     fwd = forward_flops(net, shape)
     torch.manual_seed(seed)
     net = build_supernet(space, seed)  # fresh weights: measuring ran a backward pass
-    trained = train_supernet(net, data, cfg, settings, seed=seed, device=device, stop=stop, on_epoch=report)
+    counts = allowed_counts(space, len(net.options))
+    limit = None if space.spec.residual.count == "all" else max(counts)
+    trained = train_supernet(
+        net, data, cfg, settings, seed=seed, device=device, stop=stop, on_epoch=report, limit=limit
+    )
     start = time.perf_counter()
     autocast = device.type == "cuda" and cfg.get("precision", "auto") in ("auto", "bf16")
     x_val, y_val = data.x_val.to(device), data.y_val.to(device)
     imp = importance(net, x_val, y_val, autocast)
-    counts = allowed_counts(space, len(net.options))
     gate_mode = space.spec.residual.gate.mode
     derived = {s: derive(net, imp, s, counts, gate_mode) for s in SELECTIONS}
     derive_seconds = time.perf_counter() - start

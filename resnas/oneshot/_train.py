@@ -2,8 +2,9 @@
 
 ``alternating`` (first-order DARTS, Liu et al. 2019): each step updates the weights on a
 training batch, then (after ``warmup`` epochs) the architecture weights on a validation
-batch. ``single``: one loss on the training batch updates both, plus ``sparsity`` times the
-expected number of connections, so connections must earn their place. The softmax
+batch. ``single``: one loss on the training batch updates both. In both modes ``sparsity`` weighs
+the expected number of connections above ``count``'s upper bound (``limit``; every
+connection when there is none), so connections must earn their place. The softmax
 temperature falls geometrically from ``temperature[0]`` to ``temperature[1]`` over the
 epochs after warm-up, sharpening the mixture towards a discrete choice.
 """
@@ -43,8 +44,16 @@ def temperature_at(settings: OneShotSettings, epoch: int) -> float:
 
 
 def expected_connections(net: Supernet) -> torch.Tensor:
-    """Sum over placements of the weight not on ``none``: the penalty of ``sparsity``."""
+    """Sum over placements of the weight not on ``none``: the expected number of connections."""
     return sum(1 - w[0] for w in net.mixing())
+
+
+def excess(net: Supernet, limit: int | None) -> torch.Tensor:
+    """Expected connections above ``limit`` (count's upper bound), the term ``sparsity`` weighs:
+    the supernet learns in the regime the derived network will live in, rather than relying
+    on many more connections than the spec allows (the gap Wang et al. 2021 measure)."""
+    expected = expected_connections(net)
+    return expected if limit is None else torch.relu(expected - limit)
 
 
 def mixing_table(net: Supernet) -> dict[str, list[float]]:
@@ -62,6 +71,7 @@ def train_supernet(
     device: torch.device,
     stop: threading.Event | None = None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    limit: int | None = None,
 ) -> SupernetResult:
     use_cuda = device.type == "cuda"
     autocast = use_cuda and cfg.get("precision", "auto") in ("auto", "bf16")
@@ -100,7 +110,7 @@ def train_supernet(
                 continue
             loss = loss_of(data.x_train[idx], data.y_train[idx])
             single = search and settings.mode == "single"
-            total = loss + settings.sparsity * expected_connections(net) if single else loss
+            total = loss + settings.sparsity * excess(net, limit) if single else loss
             opt.zero_grad(set_to_none=True)
             arch_opt.zero_grad(set_to_none=True)
             total.backward()
@@ -114,7 +124,7 @@ def train_supernet(
                 # First-order: the architecture step sees the weights as they are now.
                 vidx = val_order[(torch.arange(min(batch_size, n_val), device=device) + b * batch_size) % n_val]
                 arch_loss = loss_of(data.x_val[vidx], data.y_val[vidx])
-                arch_loss = arch_loss + settings.sparsity * expected_connections(net)
+                arch_loss = arch_loss + settings.sparsity * excess(net, limit)
                 arch_opt.zero_grad(set_to_none=True)
                 arch_loss.backward()
                 arch_opt.step()

@@ -207,8 +207,8 @@ class OneShotSettings(_Section):
     warmup: int = Field(2, ge=0)
     # Softmax temperature of the architecture weights, annealed geometrically from start to end.
     temperature: tuple[PositiveFloat, PositiveFloat] = (1.0, 0.3)
-    # Penalty on the expected number of connections (the summed weight of every kind but none).
-    sparsity: float = Field(0.0, ge=0)
+    # Penalty per expected connection (summed weight of every kind but none) above count's upper bound.
+    sparsity: float = Field(0.02, ge=0)
     # How the derivation ranks connections: perturbation (Wang et al. 2021) or magnitude.
     select: Literal["perturbation", "magnitude"] = "perturbation"
 
