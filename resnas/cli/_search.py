@@ -84,6 +84,10 @@ def search(
     ] = None,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="More seeds per confirmed trial.")] = 2,
     allow_code: AllowCodeOpt = False,
+    strategy: Annotated[
+        str | None,
+        typer.Option("--strategy", help="sample (a trial per architecture) or oneshot [default: the spec's]."),
+    ] = None,
 ) -> None:
     """Search a spec (or resume a stored study) until the study has --trials finished trials."""
     quiet_optuna()
@@ -117,6 +121,7 @@ def search(
         seeds=seeds,
         keep_weights=keep_weights,
         artifacts=artifacts,
+        strategy=strategy,
     )
     names = result.metric_names or [f"objective{i}" for i in range(len(result.directions))]
     print_leaderboard(leaderboard(result), f"leaderboard: {result.study_name}", names, top)

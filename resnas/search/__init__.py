@@ -44,6 +44,7 @@ def search(
     study: str | None = None,
     trials: int | None = None,
     backend: str = "optuna",
+    strategy: str | None = None,
     **options,
 ) -> optuna.Study:
     """Search ``space`` until its study holds ``trials`` finished trials; resume if it exists.
@@ -51,16 +52,27 @@ def search(
     With ``space=None`` the spec stored on study ``study`` is used. ``options`` are the
     other fields of :class:`SearchRequest` (jobs, device, trial_timeout, ...), and ``confirm``
     (retrain the best K afterwards; default ``search.confirm``) with ``seeds`` more seeds each.
+    ``strategy`` (default: the spec's ``search.strategy``) ``oneshot`` runs
+    :func:`resnas.oneshot.run_oneshot` instead of sampling trials.
     """
     url = storage_url(storage)
     top = options.pop("confirm", None)
     seeds = options.pop("seeds", 2)
+    if strategy not in (None, "sample", "oneshot"):
+        raise ResnasError(f"--strategy: unknown strategy {strategy!r} (use sample or oneshot)")
+    if strategy is None and space is not None:
+        strategy = space.spec.search.strategy
     if space is not None:
         require_code_allowed(space.spec.data)
+    if strategy == "oneshot":
+        return _oneshot(space, url, study, backend, options)
+    if space is not None:
         top = space.spec.search.confirm if top is None else top
         check_confirm(top, trials or space.spec.search.trials, seeds)  # before anything is stored
     created, space = open_study(space, url, study, trials, options.get("artifacts"))
     require_code_allowed(space.spec.data)  # a resumed study's spec comes from the storage
+    if strategy is None and space.spec.search.strategy == "oneshot":
+        return _oneshot(space, url, created.study_name, backend, options)
     trials = trials or space.spec.search.trials
     top = space.spec.search.confirm if top is None else top
     check_confirm(top, trials, seeds)
@@ -81,3 +93,18 @@ def search(
     if top:
         confirm(created, space, top, seeds, options.get("device"))
     return optuna.load_study(study_name=created.study_name, storage=open_storage(url, heartbeat=False))
+
+
+def _oneshot(space: SearchSpace | None, url: str, study: str | None, backend: str, options: dict) -> optuna.Study:
+    if backend != "optuna":
+        raise ResnasError("--strategy oneshot trains one supernet in this process; use --backend optuna")
+    from resnas.oneshot import run_oneshot
+
+    return run_oneshot(
+        space,
+        url,
+        study,
+        device=options.get("device"),
+        keep_weights_=options.get("keep_weights", False),
+        artifacts=options.get("artifacts"),
+    )

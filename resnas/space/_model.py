@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 from resnas.space._values import searchable
 
@@ -214,6 +214,27 @@ class ScreenSpec(_Section):
         return self
 
 
+class OneShotSettings(_Section):
+    """``search.oneshot``: the one-shot strategy (resnas.oneshot), one supernet instead of many trials."""
+
+    # Supernet training epochs: the strategy's budget. The derived network then trains train.epochs.
+    epochs: int = Field(10, ge=1)
+    # alternating: weights on the training split, architecture weights on the validation split
+    # (first-order DARTS, Liu et al. 2019); single: both on the training split, with `sparsity`.
+    mode: Literal["alternating", "single"] = "alternating"
+    # Adam on the architecture weights, as DARTS (betas 0.5, 0.999).
+    arch_lr: float = Field(0.01, gt=0)
+    arch_weight_decay: float = Field(0.001, ge=0)
+    # Epochs of weight training before the architecture weights move, so they compare trained kinds.
+    warmup: int = Field(2, ge=0)
+    # Softmax temperature of the architecture weights, annealed geometrically from start to end.
+    temperature: tuple[PositiveFloat, PositiveFloat] = (1.0, 0.3)
+    # Penalty per expected connection (summed weight of every kind but none) above count's upper bound.
+    sparsity: float = Field(0.02, ge=0)
+    # How the derivation ranks connections: perturbation (Wang et al. 2021) or magnitude.
+    select: Literal["perturbation", "magnitude"] = "perturbation"
+
+
 class SearchSettings(_Section):
     trials: int = Field(20, ge=1, le=1_000_000)
     # auto: TPE for one objective, NSGA-II for several; evolution: regularized evolution.
@@ -231,6 +252,9 @@ class SearchSettings(_Section):
     trial_timeout: float | None = Field(None, gt=0, le=10**7)
     # Training-free screening; null = train every candidate the sampler proposes.
     screen: ScreenSpec | None = None
+    # sample: every trial samples and trains an architecture; oneshot: one supernet, then its derivation.
+    strategy: Literal["sample", "oneshot"] = "sample"
+    oneshot: OneShotSettings = OneShotSettings()
 
 
 class SpecModel(_Section):
