@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from resnas.cli._app import app, console
-from resnas.cli._options import StorageOpt, StudyOpt
+from resnas.cli._options import StorageOpt, StoredStudyOpt
 from resnas.diagnose import GradientProfile
 
 
@@ -66,7 +66,7 @@ def diagnose(
         str | None, typer.Argument(help="A spec; its sampled network is diagnosed.", show_default=False)
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Sample and weight seed (with SPEC).")] = 0,
-    study: StudyOpt = None,
+    study: StoredStudyOpt = None,
     storage: StorageOpt = None,
     trial: Annotated[int | None, typer.Option("--trial", help="Diagnose this trial of --study.")] = None,
     plot: Annotated[str | None, typer.Option("--plot", help="Also save the profile as FILE.png or FILE.svg.")] = None,

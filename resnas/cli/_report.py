@@ -7,12 +7,12 @@ from typing import Annotated
 import typer
 
 from resnas.cli._app import app, console
-from resnas.cli._options import StorageOpt, StudyOpt
+from resnas.cli._options import StorageOpt, StoredStudyOpt
 
 
 @app.command()
 def report(
-    study: StudyOpt = None,
+    study: StoredStudyOpt = None,
     storage: StorageOpt = None,
     output: Annotated[str, typer.Option("--output", "-o", help="The HTML file to write.")] = "report.html",
     top: Annotated[int, typer.Option("--top", min=1, help="Rows of the report's leaderboard.")] = 20,

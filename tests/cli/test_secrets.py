@@ -32,22 +32,31 @@ def _every_file_text(root: Path) -> str:
 def test_unreachable_storage_error_hides_the_password(run_cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     url = f"postgresql+psycopg2://postgres:{PASSWORD}@127.0.0.1:1/postgres"
-    for args in (("studies",), ("leaderboard", "--study", "x"), ("export", "--study", "x"), ("search", TINY)):
+    for args in (
+        ("studies",),
+        ("leaderboard", "--study", "x"),
+        ("export", "--study", "x"),
+        ("search", TINY),
+        ("report", "--study", "x"),
+        ("diagnose", "--study", "x", "--trial", "0"),
+    ):
         code, out, err = run_cli(*args, "--storage", url)
         assert code == 2, (args, err)
         assert "postgres:***@127.0.0.1:1" in err, err
         assert PASSWORD not in out + err + _every_file_text(tmp_path), args
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not postgres_up(), reason="no PostgreSQL server on 127.0.0.1:5432")
 def test_password_appears_in_no_output_and_no_file(run_cli, tmp_path, monkeypatch):
-    """search, studies, leaderboard and export against a password URL (the server trusts any password)."""
+    """search, studies, leaderboard, export and report against a password URL (the server trusts any password)."""
     monkeypatch.chdir(tmp_path)
     name = f"pw-{uuid.uuid4().hex[:8]}"
     url = PG_URL.replace("postgres@", f"postgres:{PASSWORD}@")
     assert PASSWORD in url
     spec = tmp_path / "spec.yaml"
-    spec.write_text(TINY.read_text().replace("name: tiny", f"name: {name}").replace("trials: 4", "trials: 2"))
+    text = TINY.read_text().replace("name: tiny", f"name: {name}").replace("trials: 4", "trials: 1")
+    spec.write_text(text.replace("epochs: 4", "epochs: 1"))
     seen = []
     try:
         runs = [
@@ -58,6 +67,7 @@ def test_password_appears_in_no_output_and_no_file(run_cli, tmp_path, monkeypatc
             ("export", "--study", name, "-o", tmp_path / "best.py", "--weights", tmp_path / "best.safetensors"),
             ("export", "--study", "no-such-study"),
             ("search", "--study", "no-such-study"),
+            ("report", "--study", name, "-o", tmp_path / "report.html"),
         ]
         for args in runs:
             code, out, err = run_cli(*args, "--storage", url)
@@ -67,7 +77,7 @@ def test_password_appears_in_no_output_and_no_file(run_cli, tmp_path, monkeypatc
         import optuna
 
         optuna.delete_study(study_name=name, storage=PG_URL)
-    assert [code for _, code, _ in seen] == [0, 0, 0, 2, 0, 2, 2], seen
+    assert [code for _, code, _ in seen] == [0, 0, 0, 2, 0, 2, 2, 0], seen
     assert "no study named 'no-such-study' in postgresql+psycopg2://postgres:***@" in seen[3][2]
     assert "--storage 'postgresql+psycopg2://postgres:***@" in header
     assert "(artifact)" in seen[4][2], "search --keep-weights kept the weights export used"
