@@ -5,8 +5,8 @@ and regularized evolution, over many seeds: the trials needed to reach the table
 and top 5 % by validation accuracy, the best accuracy found after each trial, and the
 hypervolume (accuracy x FLOPs) of what was found. Every sampler runs with resnas's own
 settings (``resnas.search._study.make_sampler``) and draws architectures through
-``resnas.sample`` exactly as a search does. Writes ``results.csv``, ``curves.csv`` and
-``best_vs_trials.png`` and prints the table of the README. Run:
+``resnas.sample`` exactly as a search does. Writes ``results.csv`` (one row per sampler
+and seed) and ``best_vs_trials.png`` and prints the table of the README. Run:
 
     nice -n 10 python experiments/search_efficiency/replay.py --seeds 50 --trials 150
 """
@@ -106,7 +106,6 @@ def main() -> None:
         print(f"{name}: {args.seeds} seeds in {time.time() - start:.0f} s", flush=True)
     results = pd.DataFrame(rows)
     results.to_csv(HERE / "results.csv", index=False)
-    pd.DataFrame(curves).to_csv(HERE / "curves.csv", index=False)
     print_table(results, args.trials)
     plot(pd.DataFrame(curves), top)
 
