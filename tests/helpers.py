@@ -52,3 +52,19 @@ def postgres_up() -> bool:
             return True
     except OSError:
         return False
+
+
+def flaky_digits():
+    """Digits from a loader whose first two calls fail (``dataset: 'helpers:flaky_digits'``); the calls
+    are counted in the file named by ``RESNAS_TEST_FLAKY``, so that they count across processes."""
+    import os
+
+    from sklearn.datasets import load_digits
+
+    counter = Path(os.environ["RESNAS_TEST_FLAKY"])
+    calls = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(calls + 1))
+    if calls < 2:
+        raise RuntimeError(f"the flaky loader failed (call {calls + 1})")
+    digits = load_digits()
+    return digits.images[:, None].astype("float32") / 16, digits.target

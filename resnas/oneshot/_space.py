@@ -61,6 +61,8 @@ def check_supported(space: SearchSpace) -> None:
                 "(or search it with the default strategy)",
             )
     spec = space.spec
+    if spec.residual.merge != "add":  # the supernet mixes connections by addition; a concat changes widths
+        raise _refuse(space, "residual.merge", "the oneshot strategy places added connections only (merge: add)")
     if spec.residual.count == 0 or discrete_values(spec.residual.count) == [0]:
         raise _refuse(space, "residual.count", "count is 0: there are no connections for the oneshot strategy to place")
     settings = spec.search.oneshot

@@ -138,6 +138,7 @@ BAD = [
     ("- {depth: 2, channels: 4}", "- {depth: {int: [1, 2]}, channels: 4}", "network.stages[0].depth"),
     ("count: {int: [1, 3]}", "count: 0", "residual.count"),
     ("oneshot: {epochs: 2, warmup: 1}", "oneshot: {epochs: 2, warmup: 2}", "search.oneshot.warmup"),
+    ("scope: network}", "scope: network, merge: {choice: [add, concat]}}", "residual.merge"),
 ]
 
 
