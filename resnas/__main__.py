@@ -1,5 +1,3 @@
-import sys
+from resnas.cli import run
 
-from resnas.cli import main
-
-sys.exit(main())
+run()

@@ -12,6 +12,7 @@ import optuna
 import pandas as pd
 
 from resnas.search._objective import CONFIRMS
+from resnas.search._progress import counts as trial_counts
 from resnas.search._progress import is_finished
 from resnas.search._storage import open_storage
 from resnas.search._study import REQUESTED, SPEC_HASH
@@ -152,16 +153,16 @@ def summary(study: optuna.Study) -> str:
 
 def studies(storage: str | None = None) -> pd.DataFrame:
     """Every study in the storage with its progress."""
-    store = open_storage(storage, heartbeat=False, must_exist=True)
+    store = open_storage(storage, heartbeat=False, must_exist=True, write=False)
     rows = []
     for summary in sorted(optuna.get_all_study_summaries(store, include_best_trial=False), key=lambda s: s.study_name):
         study = optuna.load_study(study_name=summary.study_name, storage=store)
-        trials = study.get_trials(deepcopy=False)
-        count = {s: sum(t.state == s for t in trials) for s in TrialState}
+        counts = trial_counts(study)  # counted in the database, no trial loaded
+        count = {s: counts.by_state.get(s, 0) for s in TrialState}
         rows.append(
             {
                 "study": summary.study_name,
-                "finished": sum(is_finished(t) for t in trials),
+                "finished": counts.finished,
                 "requested": study.user_attrs.get(REQUESTED),
                 "complete": count[TrialState.COMPLETE],
                 "pruned": count[TrialState.PRUNED],

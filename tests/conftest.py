@@ -27,7 +27,14 @@ def cli(tmp_path):
 
     from helpers import resnas_cmd
 
-    def run(*args: object, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    def run(*args: object, timeout: float | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+        """``timeout`` defaults to what the command awaits: a start-up, plus one tiny trial per ``--trials``."""
+        from helpers import START_S, TRIAL_S
+
+        if timeout is None:
+            words = [str(a) for a in args]
+            trials = int(words[words.index("--trials") + 1]) if "--trials" in words else 1
+            timeout = START_S + trials * TRIAL_S
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         return subprocess.run(
             resnas_cmd(*args), cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=full_env

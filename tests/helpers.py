@@ -18,6 +18,10 @@ def expectations(path: Path) -> dict[str, str]:
 
 
 TINY = ROOT / "tests" / "data" / "tiny.yaml"
+# What tests that run searches in subprocesses wait for, with margins for a shared, loaded CI
+# machine: a new process importing torch and opening its study, and one trial of TINY.
+START_S = 180
+TRIAL_S = 120
 
 
 def resnas_cmd(*args: object) -> list[str]:
@@ -41,6 +45,61 @@ def complete(study) -> list:
 def raising_data():
     """A user dataset function that fails (``dataset: 'helpers:raising_data'``)."""
     raise RuntimeError("the user's loader broke")
+
+
+def sleepy_digits():
+    """Digits after sleeping ``RESNAS_TEST_DATA_SLEEP`` seconds: a slow or hanging user loader."""
+    import os
+    import time
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    time.sleep(float(os.environ.get("RESNAS_TEST_DATA_SLEEP", "0")))
+    x, y = load_digits(return_X_y=True)
+    return (x / 16.0).reshape(-1, 1, 8, 8).astype(np.float32), y
+
+
+def sleepy_spec(directory: Path, **replace: str) -> Path:
+    """TINY reading its data through ``sleepy_digits`` (run with ``sleepy_env``)."""
+    text = TINY.read_text().replace(
+        "{dataset: digits, limit: 500}", "{dataset: 'helpers:sleepy_digits', shape: [1, 8, 8], classes: 10, limit: 500}"
+    )
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = directory / "tiny.yaml"
+    path.write_text(text)
+    return path
+
+
+def sleepy_env(sleep: float = 0, **extra: str) -> dict:
+    import os
+
+    path = os.pathsep.join(p for p in (str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")) if p)
+    return {
+        **os.environ,
+        "PYTHONPATH": path,
+        "PYTHONUNBUFFERED": "1",
+        "RESNAS_TEST_DATA_SLEEP": str(sleep),
+        "RESNAS_ALLOW_CODE": "1",
+        **extra,
+    }
+
+
+def wait_until(what: str, check, timeout: float, every: float = 0.3):
+    """Poll ``check()`` until it returns something truthy; fail naming ``what`` after ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except Exception:  # the database may be mid-creation
+            value = None
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"waited {timeout:g} s for {what}")
 
 
 PG_URL = os.environ.get("RESNAS_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")

@@ -59,3 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message} (set RESNAS_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0
+
+
+def run() -> None:
+    """Console entry point. An interrupted search (exit 130) leaves at once: everything is
+    recorded by then, and tearing down torch and the storage can take seconds on a loaded machine."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)

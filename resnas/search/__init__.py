@@ -14,7 +14,7 @@ from resnas.search._confirm import check_confirm, confirm
 from resnas.search._evolution import RegularizedEvolutionSampler
 from resnas.search._objective import Objective, measure_and_train
 from resnas.search._progress import is_finished
-from resnas.search._storage import DEFAULT_STORAGE, open_storage, storage_url
+from resnas.search._storage import DEFAULT_STORAGE, ClaimLock, named_faults, open_storage, storage_url
 from resnas.search._study import load_study, open_study, stored_space
 from resnas.space import SearchSpace
 
@@ -69,7 +69,9 @@ def search(
     if space is not None:
         top = space.spec.search.confirm if top is None else top
         check_confirm(top, trials or space.spec.search.trials, seeds)  # before anything is stored
-    created, space = open_study(space, url, study, trials, options.get("artifacts"))
+    # Several machines starting at once create the study (and queue its baselines) one at a time.
+    with named_faults(url), ClaimLock(url, study or (space.name if space is not None else "")).hold():
+        created, space = open_study(space, url, study, trials, options.get("artifacts"))
     require_code_allowed(space.spec.data)  # a resumed study's spec comes from the storage
     if strategy is None and space.spec.search.strategy == "oneshot":
         return _oneshot(space, url, created.study_name, backend, options)

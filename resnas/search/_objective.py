@@ -7,6 +7,9 @@ import json
 import math
 import os
 import platform
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -17,6 +20,7 @@ from resnas.costs import count_params, flops_per_sample, latency_ms, step_memory
 from resnas.data import load_data
 from resnas.nn import build
 from resnas.screening import record_diagnostics
+from resnas.search._storage import OWNER, ResnasStorage, owner_record
 from resnas.space import Candidate, SearchSpace, sample
 from resnas.train import StopRequested, TrialFailure, is_oom, resolve_device, train
 
@@ -25,6 +29,11 @@ EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss")
 HISTORY_METRICS = (*EPOCH_METRICS, "train_seconds")
 FINISHED = "finished"  # trial user attr: True for a COMPLETE trial, or one a pruner/scheduler stopped
 CONFIRMS = "confirms"  # trial user attr: the number of the trial this run repeats with another seed
+# Seconds a trial's thread may go on after a stop or its timeout before the worker abandons it
+# (user data code that never returns to the training loop: a sleeping or hanging loader).
+ABANDON_AFTER = float(os.environ.get("RESNAS_ABANDON_SECONDS", "2"))
+TIMEOUT_SLACK = 0.5  # past its timeout, a trial's training loop has had this long to end by itself
+TrialState = optuna.trial.TrialState
 
 
 class TrialFailed(Exception):
@@ -37,10 +46,29 @@ def candidate_key(candidate: Candidate) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def storage_backend(study: optuna.Study) -> Any:
+    """The storage under Optuna's cache: the :class:`ResnasStorage` of a study resnas opened."""
+    return getattr(study._storage, "_backend", study._storage)
+
+
+def trials_of_candidate(study: optuna.Study, key: str, states: tuple) -> list[int]:
+    """Numbers of the trials of ``study`` in ``states`` that are candidate ``key``."""
+    store = storage_backend(study)
+    if isinstance(store, ResnasStorage):  # one indexed query, not every trial of the study
+        return store.trials_with_attr(study._study_id, "candidate_key", key, states)
+    return [
+        t.number for t in study.get_trials(deepcopy=False, states=states) if t.user_attrs.get("candidate_key") == key
+    ]
+
+
 def earlier_result(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial | None:
     """A COMPLETE trial of ``study`` that trained the same candidate, if any."""
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return next((t for t in done if t.user_attrs.get("candidate_key") == key and "metrics" in t.user_attrs), None)
+    for number in trials_of_candidate(study, key, (TrialState.COMPLETE,)):
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        t = study._storage.get_trial(trial_id)
+        if "metrics" in t.user_attrs:
+            return t
+    return None
 
 
 def versions() -> dict[str, str]:
@@ -90,6 +118,7 @@ def measure_and_train(
     ``report(epoch, metrics)`` sees every metric after each epoch, costs so far included.
     """
     arch, cfg = candidate.architecture, candidate.train
+    began = time.perf_counter()  # the timeout covers data loading and cost measurement too
     torch.manual_seed(seed)
     model = build(arch)
     data = load_data(space.spec.data, space.spec.search.seed)
@@ -112,7 +141,12 @@ def measure_and_train(
 
     torch.manual_seed(seed)
     model = build(arch)  # fresh weights: the measurement above ran a backward pass
-    result = train(model, data, cfg, seed=seed, device=device, report=on_epoch, timeout=timeout, stop=stop)
+    left = None if timeout is None else timeout - (time.perf_counter() - began)
+    if left is not None and left <= 0:
+        raise TrialFailure("timeout", f"trial ran past {timeout:g} s before training began", 0)
+    if stop is not None and stop.is_set():
+        raise StopRequested("stopped before training")
+    result = train(model, data, cfg, seed=seed, device=device, report=on_epoch, timeout=left, stop=stop)
     if device.type == "cuda":
         costs["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     costs["train_flops"] = per_sample * samples * result.epochs
@@ -134,7 +168,12 @@ def keep_weights(trial: optuna.Trial, model: torch.nn.Module, root: str) -> None
 
 
 class Objective:
-    """Callable for ``study.optimize``; ``on_start`` runs first (the worker releases its claim lock)."""
+    """Callable for ``study.optimize``; ``on_start`` runs first (the worker releases its claim lock).
+
+    The trial's work (data loading, cost measurement, training) runs in a thread the worker
+    can abandon: ``timeout`` (seconds, for the whole trial) and the first stop signal end a
+    trial even while user data code sleeps or hangs.
+    """
 
     def __init__(
         self,
@@ -144,15 +183,18 @@ class Objective:
         on_start: Any = None,
         artifacts: str | None = None,
         stop: Any = None,
+        force: Any = None,
     ):
         self.space = space
         self.stop = stop  # a threading.Event: once set, the running trial ends at its next batch
+        self.force = force  # a threading.Event: once set, the running trial is abandoned at once
         self.artifacts = artifacts  # where to keep trained weights; None: not kept
         self.device = resolve_device(device)
         self.timeout = timeout
         self.on_start = on_start
         self.metrics = [m for m, _ in space.objectives]
         self.last_trial: int | None = None  # number of the trial this objective ran last (worker bookkeeping)
+        self.started = time.monotonic()  # when the running trial began
 
     def values(self, metrics: dict[str, float]) -> list[float]:
         values = [float(metrics[m]) for m in self.metrics]
@@ -178,10 +220,75 @@ class Objective:
 
         return report
 
+    def _left(self) -> float | None:
+        """Seconds left of ``timeout`` for this trial."""
+        return None if self.timeout is None else max(1e-6, self.timeout - (time.monotonic() - self.started))
+
+    def _stopping(self) -> bool:
+        return any(e is not None and e.is_set() for e in (self.stop, self.force))
+
+    def _wait_for_twin(self, trial: optuna.Trial, key: str) -> optuna.trial.FrozenTrial | None:
+        """The earlier result of this candidate; if a lower-numbered trial is training the same
+        candidate right now, wait for it (a repeat to copy, not a candidate to train twice)."""
+        told = None
+        while True:
+            earlier = earlier_result(trial.study, key)
+            if earlier is not None:
+                return earlier
+            twins = [n for n in trials_of_candidate(trial.study, key, (TrialState.RUNNING,)) if n < trial.number]
+            if not twins:
+                return None
+            if told != twins[0]:
+                told = twins[0]
+                print(
+                    f"trial {trial.number}: waiting for trial {twins[0]}, which trains the same candidate", flush=True
+                )
+            if self._stopping():
+                raise StopRequested("stopped while waiting for a twin trial")
+            time.sleep(1.0)
+
+    def _in_thread(self, trial: optuna.Trial, work: Callable[[threading.Event], Any]) -> Any:
+        """Run ``work(cancel)`` in a thread; give up on it after a stop or the timeout."""
+        cancel = threading.Event()
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = work(cancel)
+            except BaseException as exc:  # handed to the worker's thread
+                box["error"] = exc
+
+        # The trial's clock started when this objective was called (sampling and records count).
+        deadline = None if self.timeout is None else self.started + self.timeout + TIMEOUT_SLACK
+        thread = threading.Thread(target=target, name=f"resnas-trial-{trial.number}", daemon=True)
+        thread.start()
+        stopped_at = None
+        while thread.is_alive():
+            thread.join(0.1)
+            if not thread.is_alive():
+                break
+            now = time.monotonic()
+            if self.force is not None and self.force.is_set():
+                cancel.set()
+                raise StopRequested("stopped at once")
+            if self.stop is not None and self.stop.is_set():
+                cancel.set()  # the training loop ends at its next batch
+                stopped_at = stopped_at or now
+                if now - stopped_at > ABANDON_AFTER:
+                    raise StopRequested("stopped; the trial's code did not return")
+            if deadline is not None and now > deadline:
+                cancel.set()
+                raise TrialFailure("timeout", f"trial ran past {self.timeout:g} s", trial.user_attrs.get("epochs", 0))
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
     def __call__(self, trial: optuna.Trial) -> list[float]:
         if self.on_start is not None:
             self.on_start()
         self.last_trial = trial.number
+        self.started = time.monotonic()
+        trial.set_user_attr(OWNER, owner_record("optuna"))
         candidate = sample(self.space, trial)
         seed = self.space.spec.search.seed + trial.number
         record_candidate(trial, candidate, seed, self.device)
@@ -189,8 +296,13 @@ class Objective:
         enqueued = any(k in trial.user_attrs for k in (CONFIRMS, "baseline", "retry_of"))
         if lineage is not None and lineage(trial.number) is not None and not enqueued:
             trial.set_user_attr("evolution", lineage(trial.number))
-        # A confirmation run trains again on purpose (another seed); anything else reuses a result.
-        earlier = None if CONFIRMS in trial.user_attrs else earlier_result(trial.study, candidate_key(candidate))
+        # A confirmation run trains again on purpose (another seed); anything else reuses a result,
+        # waiting for it when another worker is training the same candidate right now.
+        try:
+            earlier = None if CONFIRMS in trial.user_attrs else self._wait_for_twin(trial, candidate_key(candidate))
+        except StopRequested:
+            self._fail(trial, "interrupted", "the worker was stopped", 0)
+            raise
         if earlier is not None:
             # Trained before in this study: record the earlier result instead of training again.
             trial.set_user_attr("repeat_of", earlier.number)
@@ -199,23 +311,22 @@ class Objective:
             trial.set_user_attr(FINISHED, True)
             return list(earlier.values)
         record_diagnostics(trial, self.space, candidate, seed)
+        report = self._reporter(trial, int(candidate.train["epochs"]))
         try:
-            metrics, epochs, model = measure_and_train(
-                self.space,
-                candidate,
-                seed,
-                self.device,
-                self._reporter(trial, int(candidate.train["epochs"])),
-                self.timeout,
-                self.stop,
+            metrics, epochs, model = self._in_thread(
+                trial,
+                lambda cancel: measure_and_train(
+                    self.space, candidate, seed, self.device, report, self._left(), cancel
+                ),
             )
             values = self.values(metrics)
             if self.artifacts is not None:
                 keep_weights(trial, model, self.artifacts)
         except TrialFailure as exc:
-            self._fail(trial, exc.reason, exc.detail, exc.epochs)
+            detail = f"trial ran past {self.timeout:g} s" if exc.reason == "timeout" else exc.detail
+            self._fail(trial, exc.reason, detail, exc.epochs)
             if exc.reason == "timeout":
-                raise optuna.TrialPruned(str(exc)) from None
+                raise optuna.TrialPruned(f"timeout: {detail}") from None
             raise TrialFailed(str(exc)) from None
         except optuna.TrialPruned:
             raise
@@ -223,6 +334,12 @@ class Objective:
             self._fail(trial, "interrupted", "the worker was stopped", trial.user_attrs.get("epochs", 0))
             raise
         except Exception as exc:  # user data code, a bug in a custom block...: recorded, the search goes on
+            if _is_storage_error(exc):
+                try:  # best effort: the storage may take this small write, or fail again
+                    self._fail(trial, "storage", f"{type(exc).__name__}: {exc}", trial.user_attrs.get("epochs", 0))
+                except Exception:
+                    pass
+                raise  # the worker stops and names the fault
             if is_oom(exc):  # while measuring costs, outside the training loop
                 self._fail(trial, "oom", str(exc).splitlines()[0][:200], 0)
                 raise TrialFailed(f"oom: {exc}") from None
@@ -238,3 +355,9 @@ class Objective:
         trial.set_user_attr("fail_reason", reason)
         trial.set_user_attr("fail_detail", detail[:500])
         trial.set_user_attr("epochs", epochs)
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    import sqlalchemy
+
+    return isinstance(exc, sqlalchemy.exc.SQLAlchemyError | optuna.exceptions.StorageInternalError)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
 import optuna
 import torch
@@ -23,28 +25,33 @@ import torch
 from resnas.errors import ResnasError
 from resnas.screening import screen_round
 from resnas.search._backend import Backend, SearchRequest
-from resnas.search._objective import Objective, TrialFailed
-from resnas.search._progress import SearchProgress, is_finished
-from resnas.search._storage import ClaimLock
-from resnas.search._study import artifact_dir, open_study
+from resnas.search._objective import FINISHED, Objective, TrialFailed, storage_backend
+from resnas.search._progress import SearchProgress, counts
+from resnas.search._storage import ClaimLock, StorageFault, named_faults, sqlite_path, storage_fault
+from resnas.search._study import artifact_dir, make_sampler, open_study, sampler_seed
 from resnas.space import parse_space
 from resnas.train import StopRequested
 
 TrialState = optuna.trial.TrialState
 MAX_CONSECUTIVE_FAILURES = 10
 POLL_SECONDS = 1.0
+WAIT_NOTE_SECONDS = 30.0  # a waiting worker repeats what it waits for this often
+FORCE_SECONDS = 10.0  # after a second signal, workers that have not ended by then are killed
+WORKER_SLOTS = "resnas_worker_slots"  # study system attr: workers started on it so far
 
 
 class GracefulStop:
     """SIGINT/SIGTERM handler: the first signal asks the running trial to stop at its next
-    batch (it is recorded FAIL, reason ``interrupted``, and queued again); a second forces."""
+    batch (it is recorded FAIL, reason ``interrupted``, and queued again); a second one
+    abandons the running trial at once (recorded and queued the same way)."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self.force = threading.Event()
 
     def __call__(self, signum: int, frame: object) -> None:
         if self.event.is_set():
-            raise KeyboardInterrupt
+            self.force.set()
         self.event.set()
 
     @contextmanager
@@ -54,7 +61,34 @@ class GracefulStop:
             yield
         finally:
             for s, handler in previous.items():
+                if self.event.is_set() and handler == signal.SIG_DFL:
+                    handler = signal.default_int_handler  # a late signal still ends as "interrupted"
                 signal.signal(s, handler)
+
+
+class FileWatch:
+    """The SQLite file a search writes to: deleted or replaced mid-search is a fault, found
+    before and after every trial (SQLite would go on writing to the deleted file)."""
+
+    def __init__(self, url: str):
+        self.path = sqlite_path(url)
+        self.ident = self._ident()
+
+    def _ident(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def check(self, last_trial: int | None = None) -> None:
+        if self.path is None or self._ident() == self.ident:
+            return
+        what = "deleted" if not Path(self.path).exists() else "replaced by another file"
+        lost = f"; trial {last_trial} was written to the old file and is lost" if last_trial is not None else ""
+        raise StorageFault(f"the database {self.path} was {what} during the search{lost}; nothing more is written")
 
 
 def _worker_device(req: SearchRequest, index: int) -> str | None:
@@ -64,13 +98,58 @@ def _worker_device(req: SearchRequest, index: int) -> str | None:
     return f"cuda:{(index // per_gpu) % torch.cuda.device_count()}"
 
 
-def run_worker(req: SearchRequest, index: int = 0, on_trial=None, stop: threading.Event | None = None) -> int:
+def _claim_slot(study: optuna.Study) -> int:
+    """A number no other worker of this study has had (call under the claim lock): seeds the
+    sampler, so identical commands on several machines propose different candidates while a
+    single process on a fresh study stays reproducible (slot 0)."""
+    slot = int(study._storage.get_study_system_attrs(study._study_id).get(WORKER_SLOTS, 0))
+    study._storage.set_study_system_attr(study._study_id, WORKER_SLOTS, slot + 1)
+    return slot
+
+
+class WaitNote:
+    """What a worker waits for when the trials in flight would reach the count: said once,
+    again when it changes, and every WAIT_NOTE_SECONDS."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.said: tuple = ()
+        self.when = 0.0
+
+    def say(self, study: optuna.Study, done: int, wanted: int) -> None:
+        store = storage_backend(study)
+        owners = store.running_owners(study._study_id) if hasattr(store, "running_owners") else []
+        key = tuple(n for n, _, _ in owners)
+        if key == self.said and time.monotonic() - self.when < WAIT_NOTE_SECONDS:
+            return
+        self.said, self.when = key, time.monotonic()
+        parts = []
+        for number, owner, beat in owners:
+            who = f"{owner.get('backend', '?')} pid {owner.get('pid')} on {owner.get('host')}" if owner else "no owner"
+            parts.append(f"trial {number} ({who}{', heartbeat ' + beat.strftime('%H:%M:%S') if beat else ''})")
+        print(
+            f"worker {self.index}: {done}/{wanted} finished; waiting for {', '.join(parts) or 'running trials'}",
+            flush=True,
+        )
+
+
+def run_worker(
+    req: SearchRequest,
+    index: int = 0,
+    on_trial=None,
+    stop: threading.Event | None = None,
+    force: threading.Event | None = None,
+) -> int:
     """Run trials until the study has ``req.trials`` finished ones. Returns trials this worker ran.
 
-    Raises :class:`StopRequested` once ``stop`` is set (the running trial is failed and queued again).
+    Raises :class:`StopRequested` once ``stop`` is set (the running trial is failed and queued
+    again; at its next batch, or at once when ``force`` is set too), :class:`StorageFault`
+    when the storage fails (naming the cause).
     """
     stop = stop or threading.Event()
-    study, space = open_study(req.space, req.storage, req.study, req.trials, worker=index)
+    with named_faults(req.storage):
+        study, space = open_study(req.space, req.storage, req.study, req.trials, worker=index)
+    watch = FileWatch(req.storage)
     lock = ClaimLock(req.storage, req.study)
     objective = Objective(
         space,
@@ -79,46 +158,58 @@ def run_worker(req: SearchRequest, index: int = 0, on_trial=None, stop: threadin
         on_start=lock.release,
         artifacts=artifact_dir(study) if req.keep_weights else None,
         stop=stop,
+        force=force,
     )
+    note = WaitNote(index)
     ran = 0
     consecutive_failures = 0
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    with named_faults(req.storage), lock.hold():
+        total = counts(study).total
+        study.sampler = make_sampler(space, req.trials, sampler_seed(space, total, _claim_slot(study)))
     while True:
         if stop.is_set():
             raise StopRequested("stopped between trials")
-        lock.acquire()
-        optuna.storages.fail_stale_trials(study)
-        trials = study.get_trials(deepcopy=False)
-        done = sum(is_finished(t) for t in trials)
-        running = sum(t.state == TrialState.RUNNING for t in trials)
-        if done >= req.trials:
-            lock.release()
-            return ran
-        if done + running >= req.trials:
-            lock.release()  # enough trials are in flight; wait in case one of them fails
-            time.sleep(POLL_SECONDS)
-            continue
         objective.last_trial = None
         try:
-            screen = space.spec.search.screen
-            if screen is None:
-                study.optimize(objective, n_trials=1, catch=(TrialFailed,))
-            else:  # several trials per round: the pool, of which `keep` are trained
-                keep = min(screen.keep, req.trials - done - running)
-                screen_round(study, objective, screen.score, screen.pool, keep, (TrialFailed,))
+            with named_faults(req.storage):
+                watch.check()
+                lock.acquire()
+                if stop.is_set():
+                    raise StopRequested("stopped between trials")
+                optuna.storages.fail_stale_trials(study)  # lost trials: failed with a reason, queued again
+                done, running, _, _ = counts(study)
+                if done >= req.trials:
+                    return ran
+                if done + running >= req.trials:
+                    lock.release()  # enough trials are in flight; wait in case one of them fails
+                    note.say(study, done, req.trials)
+                    time.sleep(POLL_SECONDS)
+                    continue
+                screen = space.spec.search.screen
+                if screen is None:
+                    study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+                else:  # several trials per round: the pool, of which `keep` are trained
+                    keep = min(screen.keep, req.trials - done - running)
+                    screen_round(study, objective, screen.score, screen.pool, keep, (TrialFailed,))
+                watch.check(objective.last_trial)
         except (StopRequested, KeyboardInterrupt):
             if objective.last_trial is not None:
-                _requeue_interrupted(study, objective.last_trial)
+                _requeue(study, objective.last_trial)
+            raise
+        except StorageFault:
+            if objective.last_trial is not None:
+                _requeue(study, objective.last_trial, best_effort=True)
             raise
         finally:
             if lock.held:
                 lock.release()
         ran += 1
         number = objective.last_trial
-        last = study.get_trials(deepcopy=False)[number] if number is not None else None
+        last = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
         if on_trial is not None:
             on_trial()
-        if last is not None and not is_finished(last):
+        if last.state != TrialState.COMPLETE and not last.user_attrs.get(FINISHED):
             consecutive_failures += 1
             if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
                 reason = last.user_attrs.get("fail_detail", "unknown")
@@ -127,84 +218,137 @@ def run_worker(req: SearchRequest, index: int = 0, on_trial=None, stop: threadin
             consecutive_failures = 0
 
 
-def _requeue_interrupted(study: optuna.Study, number: int) -> None:
-    """A trial stopped by SIGINT/SIGTERM is FAIL; queue its parameters so a resume tries them again."""
-    t = study.get_trials(deepcopy=False)[number]
-    if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == "interrupted":
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+def _requeue(study: optuna.Study, number: int, best_effort: bool = False) -> None:
+    """A trial stopped by a signal (or a storage fault) is FAIL; queue its parameters, and only
+    them, so the next run tries them again."""
+    try:
+        storage = study._storage
+        t = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
+        if t.state == TrialState.RUNNING and best_effort:
+            storage.set_trial_user_attr(t._trial_id, "fail_reason", "storage")
+            storage.set_trial_user_attr(t._trial_id, "fail_detail", "the storage failed during this trial")
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            t = storage.get_trial(t._trial_id)
+        if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") in ("interrupted", "storage"):
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+    except Exception:
+        if not best_effort:
+            raise
 
 
-def _child(req_fields: dict, space_text: str, source: str, index: int, verbosity: int) -> None:
+def _die_with_parent() -> None:
+    """Linux: the kernel sends this worker SIGTERM when its parent dies (even by kill -9)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _child(req_fields: dict, space_text: str, source: str, index: int, verbosity: int, parent: int) -> None:
     optuna.logging.set_verbosity(verbosity)  # a spawned process starts with Optuna's defaults
-    # The parent relays a stop as one SIGTERM; a terminal's Ctrl-C reaches the parent only.
+    # The parent relays a stop as SIGTERM; a terminal's Ctrl-C reaches the parent only.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = GracefulStop()
     signal.signal(signal.SIGTERM, stop)
+    _die_with_parent()
+    if os.getppid() != parent:
+        stop.event.set()  # the parent died before this worker could ask to outlive it
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // req_fields["jobs"]))
     req = SearchRequest(space=parse_space(space_text, source), **req_fields)
     try:
-        run_worker(req, index, stop=stop.event)
+        run_worker(req, index, stop=stop.event, force=stop.force)
     except (StopRequested, KeyboardInterrupt):
         raise SystemExit(130) from None
     except ResnasError as exc:
-        print(f"error: worker {index}: {exc}", flush=True)
+        print(f"error: worker {index}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except Exception as exc:
+        if os.environ.get("RESNAS_DEBUG", "") not in ("", "0"):
+            raise
+        fault = storage_fault(exc, req.storage)
+        print(f"error: worker {index}: {fault or f'unexpected {type(exc).__name__}: {exc}'}", file=sys.stderr)
+        raise SystemExit(2 if fault else 1) from None
 
 
 class OptunaBackend(Backend):
     name = "optuna"
 
     def run(self, request: SearchRequest) -> None:
-        study, _ = open_study(request.space, request.storage, request.study, request.trials)
-        progress = SearchProgress(study, request.trials)
+        with named_faults(request.storage):
+            study, _ = open_study(request.space, request.storage, request.study, request.trials)
+            progress = SearchProgress(study, request.trials)
         stop = GracefulStop()
         in_main_thread = threading.current_thread() is threading.main_thread()
         try:
             with stop.installed() if in_main_thread else nullcontext(), progress:
                 if request.jobs <= 1:
-                    run_worker(request, 0, on_trial=progress.update, stop=stop.event)
+                    run_worker(request, 0, on_trial=progress.update, stop=stop.event, force=stop.force)
                 else:
-                    self._run_processes(request, progress, stop.event)
+                    self._run_processes(request, study, progress, stop)
         except StopRequested:
             raise KeyboardInterrupt from None
 
     @staticmethod
-    def _run_processes(request: SearchRequest, progress: SearchProgress, stop: threading.Event) -> None:
+    def _run_processes(
+        request: SearchRequest, study: optuna.Study, progress: SearchProgress, stop: GracefulStop
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         fields = {k: getattr(request, k) for k in request.__dataclass_fields__ if k != "space"}
+        verbosity = optuna.logging.get_verbosity()
         procs = [
             ctx.Process(
                 target=_child,
-                args=(fields, request.space.text, request.space.source, i, optuna.logging.get_verbosity()),
+                args=(fields, request.space.text, request.space.source, i, verbosity, os.getpid()),
                 daemon=False,
             )
             for i in range(request.jobs)
         ]
         for p in procs:
             p.start()
-        relayed = False
+        watch = FileWatch(request.storage)
+        relayed = forced = None
         try:
             while any(p.is_alive() for p in procs):
                 time.sleep(POLL_SECONDS)
-                progress.update()
-                if stop.is_set() and not relayed:
-                    for p in procs:
-                        if p.is_alive():
-                            p.terminate()  # one SIGTERM: each worker ends its trial at the next batch
-                    relayed = True
-        except KeyboardInterrupt:  # a second signal: stop now
+                with named_faults(request.storage):
+                    watch.check()
+                    progress.update()
+                if stop.event.is_set() and relayed is None:
+                    relayed = _signal_all(procs, signal.SIGTERM)  # each worker ends its trial at the next batch
+                if stop.force.is_set() and forced is None:
+                    forced = _signal_all(procs, signal.SIGTERM)  # a second one: abandon the trials at once
+                if forced is not None and time.monotonic() - forced > FORCE_SECONDS:
+                    _signal_all(procs, signal.SIGKILL)  # left RUNNING: the next run fails them (worker lost)
+        except BaseException:
+            _signal_all(procs, signal.SIGTERM)
             for p in procs:
-                if p.is_alive():
-                    p.kill()
-            for p in procs:
-                p.join()
+                p.join(FORCE_SECONDS)
+            _signal_all(procs, signal.SIGKILL)
             raise
-        if relayed:
+        finally:
             for p in procs:
                 p.join()
+        if relayed is not None:
             raise StopRequested("stopped")
-        for p in procs:
-            p.join()
         failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
-        if failed:
-            raise ResnasError(f"worker(s) {failed} exited with codes {[procs[i].exitcode for i in failed]}")
+        if not failed:
+            return
+        codes = [procs[i].exitcode for i in failed]
+        with named_faults(request.storage):
+            done = counts(study).finished
+        if done >= request.trials:  # the others finished the study: what was asked is done
+            print(f"worker(s) {failed} exited with codes {codes}; the study holds its {done} trials", flush=True)
+            return
+        raise ResnasError(f"worker(s) {failed} exited with codes {codes} (their errors are above)")
+
+
+def _signal_all(procs: list, signum: int) -> float:
+    for p in procs:
+        if p.is_alive():
+            try:
+                os.kill(p.pid, signum)
+            except ProcessLookupError:
+                pass
+    return time.monotonic()

@@ -23,19 +23,36 @@ def is_finished(t: optuna.trial.FrozenTrial) -> bool:
     return t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and bool(t.user_attrs.get(FINISHED)))
 
 
+def _store(study: optuna.Study):
+    return getattr(study._storage, "_backend", study._storage)
+
+
+def counts(study: optuna.Study):
+    """Finished (as :func:`is_finished`), running and all trials, counted in the database:
+    start-up and each trial's bookkeeping do not grow with the study."""
+    return _store(study).trial_counts(study._study_id, FINISHED, CONFIRMS)
+
+
 def finished_count(study: optuna.Study) -> int:
+    if hasattr(_store(study), "trial_counts"):
+        return counts(study).finished
     return sum(is_finished(t) for t in study.get_trials(deepcopy=False))
 
 
 def best_text(study: optuna.Study) -> str:
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not done:
-        return "-"
     names = study.metric_names or ["value"]
-    first = names[0]
-    pick = max if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else min
-    best = pick(done, key=lambda t: t.values[0])
-    return f"{first} {best.values[0]:.4g} (trial {best.number})"
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    store = _store(study)
+    if hasattr(store, "best_first_value"):
+        best = store.best_first_value(study._study_id, maximize)
+    else:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        pick = max if maximize else min
+        top = pick(done, key=lambda t: t.values[0]) if done else None
+        best = None if top is None else (top.number, top.values[0])
+    if best is None:
+        return "-"
+    return f"{names[0]} {best[1]:.4g} (trial {best[0]})"
 
 
 class SearchProgress:
@@ -48,7 +65,7 @@ class SearchProgress:
         self.live = sys.stdout.isatty()
         self.start = time.time()
         self.initial = finished_count(study)
-        self.seen: set[int] = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        self.seen: set[int] = set(self._finished())
         self._bar: Progress | None = None
         self._task = None
 
@@ -76,16 +93,22 @@ class SearchProgress:
             self.update()
             self._bar.__exit__(*exc)
 
+    def _finished(self) -> dict[int, int]:
+        """{number: trial_id} of the trials in a final state, without loading them."""
+        store = _store(self.study)
+        if hasattr(store, "finished_numbers"):
+            return store.finished_numbers(self.study._study_id)
+        return {t.number: t._trial_id for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()}
+
     def update(self) -> None:
-        trials = self.study.get_trials(deepcopy=False)
-        done = sum(is_finished(t) for t in trials)
+        done = finished_count(self.study)
         if self._bar is not None:
             self._bar.update(self._task, completed=min(done, self.requested), best=best_text(self.study))
             return
-        for t in trials:
-            if t.state.is_finished() and t.number not in self.seen:
-                self.seen.add(t.number)
-                print(self._line(t, done), flush=True)
+        for number, trial_id in sorted(self._finished().items()):
+            if number not in self.seen:
+                self.seen.add(number)
+                print(self._line(self.study._storage.get_trial(trial_id), done), flush=True)
 
     def _line(self, t: optuna.trial.FrozenTrial, done: int) -> str:
         elapsed = time.time() - self.start

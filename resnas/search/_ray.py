@@ -6,8 +6,12 @@ optuna backend's and every report and export works on them unchanged. Only the d
 writes to the storage: workers report metrics to the driver through Ray, so a SQLite
 file on the driver's machine is enough even for a cluster run.
 
-Single-objective specs are scheduled with ASHA (epochs are the time attribute); a trial
-it stops early is recorded PRUNED with the epochs it reached, and counts as finished.
+Single-objective specs with ``search.pruner: hyperband`` are scheduled with ASHA, with
+``median`` by Ray's median stopping rule (epochs are the time attribute); a trial stopped
+early is recorded PRUNED with the epochs it reached, and counts as finished. With
+``pruner: none`` every trial trains all its epochs. Every trial carries an owner record
+(the driver's host and pid) and heartbeats from the driver, so a run of either backend
+fails and re-queues the trials of a driver that died (``driver lost``).
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import os
 import platform
 import shutil
 import tempfile
+import threading
 import time
 from typing import Any
 
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search.optuna import OptunaSearch
 
 from resnas.errors import ResnasError
@@ -37,7 +42,7 @@ from resnas.search._objective import (
     versions,
 )
 from resnas.search._progress import SearchProgress, is_finished
-from resnas.search._storage import open_storage
+from resnas.search._storage import HEARTBEAT_SECONDS, OWNER, named_faults, open_storage, owner_record
 from resnas.search._study import make_sampler, open_study, sampler_seed
 from resnas.space import FixedSuggester, SearchSpace, parse_space, sample
 from resnas.space._model import METRICS
@@ -91,14 +96,22 @@ class _TrialLog(tune.Callback):
 class ResnasOptunaSearch(OptunaSearch):
     """``OptunaSearch`` that writes the resnas per-trial record (on the driver)."""
 
-    def __init__(self, space: SearchSpace, log: _TrialLog, **kwargs: Any):
+    def __init__(self, space: SearchSpace, log: _TrialLog, stopper: str, **kwargs: Any):
         self.resnas_space = space
         self.log = log
+        self.stopper = stopper  # the scheduler that may stop trials early (asha, median)
         self.last: dict[str, dict] = {}
-        self.epochs = int(high_value(space.spec.train.epochs))
         super().__init__(space=self._define, **kwargs)
 
+    def beat(self) -> None:
+        """Heartbeats for the trials in flight (the workers never touch the storage)."""
+        for trial_id, ot_trial in list(self._ot_trials.items()):
+            if trial_id not in self._completed_trials:
+                self._ot_study._storage.record_heartbeat(ot_trial._trial_id)  # a failed beat is skipped
+
     def _define(self, trial: Any) -> dict[str, Any]:
+        trial.set_user_attr(OWNER, owner_record("ray"))
+        trial.study._storage.record_heartbeat(trial._trial_id)
         candidate = sample(self.resnas_space, trial)
         seed = self.resnas_space.spec.search.seed + trial.number
         record_candidate(trial, candidate, seed, None)  # the worker reports its device
@@ -147,9 +160,9 @@ class ResnasOptunaSearch(OptunaSearch):
             state, reason = TrialState.FAIL, ("error", "no result reported")
         elif not all(math.isfinite(v) for v in values):
             state, reason = TrialState.FAIL, ("nonfinite", f"objective values {values}")
-        elif epochs < self.epochs and "repeat_of" not in ot_trial.user_attrs:
-            state = TrialState.PRUNED  # stopped early by ASHA: finished, with the epochs it reached
-            ot_trial.set_user_attr("stopped_by", "asha")
+        elif epochs < int(ot_trial.user_attrs["train"]["epochs"]) and "repeat_of" not in ot_trial.user_attrs:
+            state = TrialState.PRUNED  # stopped early by the scheduler: finished, with the epochs it reached
+            ot_trial.set_user_attr("stopped_by", self.stopper)
         if metrics:
             ot_trial.set_user_attr("metrics", metrics)
         if reason is not None:
@@ -181,14 +194,6 @@ class ResnasOptunaSearch(OptunaSearch):
         return "error", detail
 
 
-def _fail_orphans(study: optuna.Study) -> None:
-    """RUNNING trials at the driver's start belong to a driver that died: fail them and queue
-    their parameters again (only the driver writes to the storage, and it is us)."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-
-
 class RayBackend(Backend):
     name = "ray"
 
@@ -203,9 +208,10 @@ class RayBackend(Backend):
         results_dir = tempfile.mkdtemp(prefix="resnas-ray-")
         try:
             with SearchProgress(study, request.trials) as progress:
-                _fail_orphans(study)
                 stalled = 0
                 while True:
+                    with named_faults(request.storage):  # trials of a dead driver or worker: failed, queued again
+                        optuna.storages.fail_stale_trials(study)
                     done = sum(is_finished(t) for t in study.get_trials(deepcopy=False))
                     if done >= request.trials:
                         break
@@ -228,22 +234,27 @@ class RayBackend(Backend):
         modes = ["max" if d == "maximize" else "min" for _, d in space.objectives]
         single = len(metrics) == 1
         log = _TrialLog()
+        epochs = int(high_value(space.spec.train.epochs))
+        pruner = space.spec.search.pruner if single else "none"
+        if pruner == "hyperband":
+            scheduler = ASHAScheduler(
+                time_attr="epoch", metric=metrics[0], mode=modes[0], max_t=epochs, grace_period=1, reduction_factor=2
+            )
+        elif pruner == "median":
+            scheduler = MedianStoppingRule(
+                time_attr="epoch", metric=metrics[0], mode=modes[0], grace_period=1, min_samples_required=4
+            )
+        else:  # search.pruner: none, or several objectives: every trial trains all its epochs
+            scheduler = FIFOScheduler()
         searcher = ResnasOptunaSearch(
             space,
             log,
+            {"hyperband": "asha", "median": "median"}.get(pruner, "none"),
             metric=metrics[0] if single else metrics,
             mode=modes[0] if single else modes,
             sampler=make_sampler(space, request.trials, sampler_seed(space, len(study.get_trials(deepcopy=False)))),
             study_name=study.study_name,
             storage=open_storage(request.storage, heartbeat=False),
-        )
-        epochs = int(high_value(space.spec.train.epochs))
-        scheduler = (
-            ASHAScheduler(
-                time_attr="epoch", metric=metrics[0], mode=modes[0], max_t=epochs, grace_period=1, reduction_factor=2
-            )
-            if single
-            else FIFOScheduler()
         )
         import torch
 
@@ -268,4 +279,14 @@ class RayBackend(Backend):
                 verbose=0,
             ),
         )
-        tuner.fit()
+        done = threading.Event()
+
+        def beat() -> None:  # a thread beside the searcher: Tune pickles the searcher, not this
+            while not done.wait(HEARTBEAT_SECONDS):
+                searcher.beat()
+
+        threading.Thread(target=beat, name="resnas-ray-heartbeat", daemon=True).start()
+        try:
+            tuner.fit()
+        finally:
+            done.set()

@@ -1,31 +1,49 @@
-"""Optuna storages as resnas opens them, and the lock that keeps ``--trials N`` exact.
+"""Optuna storages as resnas opens them, the lock that keeps ``--trials N`` exact, and the
+rules that recover a study from lost workers and name storage faults.
 
 Normalised at the edge (as ``optuna.storages.get_storage``): a URL string or None in,
-an ``RDBStorage`` with heartbeats out, so a killed worker's RUNNING trial is failed and
-its parameters are queued again (``RetryHeartbeatStaleTrialCallback``).
+a :class:`ResnasStorage` (an ``RDBStorage``) out. Every trial carries an owner record
+(host, pid, backend, start time) and a heartbeat; a RUNNING trial whose owner is gone is
+failed with a ``fail_reason`` and its parameters (nothing else) are queued again.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
+import json
 import os
+import platform
 import sqlite3
+import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import optuna
 import sqlalchemy
+from optuna.storages._rdb import models
 
 from resnas.errors import StudyError
 
 DEFAULT_STORAGE = "sqlite:///resnas.db"
 HEARTBEAT_SECONDS = int(os.environ.get("RESNAS_HEARTBEAT_SECONDS", "5"))
 GRACE_SECONDS = int(os.environ.get("RESNAS_GRACE_SECONDS", "20"))
-MAX_RETRY = 3
+# How long a lost PostgreSQL/MySQL connection is retried (with backoff) before the search stops.
+RETRY_SECONDS = float(os.environ.get("RESNAS_STORAGE_RETRY_SECONDS", "60"))
+MAX_RETRY = 3  # a trial whose worker was lost is queued again at most this many times
+OWNER = "owner"  # trial user attr: who runs it (host, pid, process start, backend, started)
+RUNNING = optuna.trial.TrialState.RUNNING
+
+
+class StorageFault(StudyError):
+    """The storage failed under a search: the message names the cause and the file or host."""
 
 
 def storage_url(url: str | None) -> str:
@@ -39,13 +57,452 @@ def sqlite_path(url: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(path)
 
 
+def where(url: str) -> str:
+    """The file or host of a storage URL, without credentials."""
+    db = sqlite_path(url)
+    if db is not None:
+        return str(db)
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+        return f"{parsed.get_backend_name()} at {parsed.host}:{parsed.port or 'default port'}/{parsed.database}"
+    except sqlalchemy.exc.ArgumentError:
+        return url.split("@")[-1]
+
+
+# --- owners ---------------------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks since boot) of a process, from /proc; None if unknown."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[19])
+
+
+def owner_record(backend: str) -> dict[str, Any]:
+    stat = _proc_stat(os.getpid())
+    return {
+        "host": platform.node(),
+        "pid": os.getpid(),
+        "process_start": stat[1] if stat else None,
+        "backend": backend,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def process_alive(pid: int, process_start: int | None = None) -> bool:
+    """Is process ``pid`` of this machine alive (not a zombie, not a recycled pid)?"""
+    stat = _proc_stat(pid)
+    if stat is None:
+        if Path("/proc/self/stat").exists():
+            return False  # /proc works here and has no such process
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    state, start = stat
+    return state not in ("Z", "X") and (process_start is None or start == process_start)
+
+
+def lost_reason(owner: dict[str, Any] | None) -> str:
+    return "driver lost" if owner and owner.get("backend") == "ray" else "worker lost"
+
+
+def _judge(trial: models.TrialModel, now_db: datetime, grace: float) -> tuple[str, str] | None:
+    """(fail_reason, detail) if this RUNNING trial's owner is gone; None while it may be alive."""
+    owner = None
+    for attr in trial.user_attributes:
+        if attr.key == OWNER:
+            owner = json.loads(attr.value_json)
+    beat = max((h.heartbeat for h in trial.heartbeats), default=None)
+    reason = lost_reason(owner)
+    if owner and owner.get("host") == platform.node():
+        if process_alive(int(owner["pid"]), owner.get("process_start")):
+            return None  # alive on this machine: it is training, however slow its heartbeat
+        return reason, f"its {owner.get('backend', 'optuna')} process {owner['pid']} on {owner['host']} is gone"
+    if beat is not None:
+        silent = (now_db - beat.replace(tzinfo=None)).total_seconds()
+        if silent <= grace:
+            return None
+        host = f" on {owner['host']}" if owner else ""
+        return reason, f"no heartbeat{host} for {silent:.0f} s"
+    start = trial._datetime_start_utc
+    age = (datetime.now(timezone.utc).replace(tzinfo=None) - start).total_seconds() if start else grace + 1
+    if age <= grace:
+        return None  # just created; its worker has not written a heartbeat yet
+    if owner:
+        return reason, f"no heartbeat ever from {owner['host']} pid {owner['pid']} in {age:.0f} s"
+    return reason, f"RUNNING for {age:.0f} s with no heartbeat and no owner (left by a plain study.ask()?)"
+
+
+def requeue_lost(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Heartbeat-stale callback: queue the lost trial's parameters again (no other attribute)."""
+    retries = int(trial.user_attrs.get("retries", 0))
+    # A trial lost before it sampled (a plain study.ask() that took a queued trial) keeps the
+    # parameters it was queued with.
+    params = trial.params or trial.system_attrs.get("fixed_params")
+    if retries < MAX_RETRY and params:
+        study.enqueue_trial(params, user_attrs={"retry_of": trial.number, "retries": retries + 1})
+
+
+# --- storage errors -------------------------------------------------------------------------
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        orig = getattr(exc, "orig", None)
+        if isinstance(orig, BaseException) and id(orig) not in seen:
+            yield orig
+            seen.add(id(orig))
+        exc = exc.__cause__ or exc.__context__
+
+
+_CONNECTION_LOST = (
+    "server closed the connection",
+    "connection refused",
+    "could not connect",
+    "connection already closed",
+    "terminating connection",
+    "ssl syscall",
+    "connection reset",
+    "connection timed out",
+    "lost connection",
+    "gone away",
+    "no connection to the server",
+)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    for e in _chain(exc):
+        if isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated:
+            return True
+        if any(s in str(e).lower() for s in _CONNECTION_LOST):
+            return True
+    return False
+
+
+def storage_fault(exc: BaseException, url: str) -> StorageFault | None:
+    """The storage fault behind ``exc``, named for the user; None if ``exc`` is not one."""
+    chain = list(_chain(exc))
+    if not any(
+        isinstance(e, sqlalchemy.exc.SQLAlchemyError | optuna.exceptions.StorageInternalError | sqlite3.Error)
+        for e in chain
+    ):
+        return None
+    text = " | ".join(str(e).lower() for e in chain)
+    place = where(url)
+    db = sqlite_path(url)
+    if db is not None and not db.exists():
+        return StorageFault(f"the database {db} was deleted during the search")
+    if "database or disk is full" in text or "no space left" in text:
+        return StorageFault(f"disk full: cannot write to {place}")
+    if "readonly" in text or "read-only" in text:
+        return StorageFault(f"read-only: cannot write to {place}")
+    if "not a database" in text or "malformed" in text:
+        return StorageFault(f"not a database: {place} is corrupt or not an SQLite file")
+    if connection_lost(exc):
+        return StorageFault(f"connection lost to {place} (retried for {RETRY_SECONDS:g} s)")
+    if "unable to open database file" in text or "disk i/o error" in text:
+        return StorageFault(f"cannot read or write {place} (deleted, moved or on a failing disk?)")
+    first = str(chain[-1]).strip().splitlines()[0] if str(chain[-1]).strip() else type(chain[-1]).__name__
+    return StorageFault(f"storage error at {place}: {first}")
+
+
+@contextmanager
+def named_faults(url: str) -> Iterator[None]:
+    """Turn a storage exception into a :class:`StorageFault` naming its cause."""
+    try:
+        yield
+    except StorageFault:
+        raise
+    except Exception as exc:
+        fault = storage_fault(exc, url)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
+def _retrying(method: Any) -> Any:
+    """Retry a storage call whose database connection was lost, with backoff, for RETRY_SECONDS."""
+
+    @functools.wraps(method)
+    def call(self: ResnasStorage, *args: Any, **kwargs: Any) -> Any:
+        pause, told = 0.5, False
+        while True:
+            try:
+                result = method(self, *args, **kwargs)
+                self._down_since = None
+                return result
+            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+                if self.engine.dialect.name == "sqlite" or not connection_lost(exc):
+                    raise
+                # One budget for every call: once the outage outlasts it, each call fails at once.
+                down = getattr(self, "_down_since", None) or time.monotonic()
+                self._down_since = down
+                deadline = down + RETRY_SECONDS
+                if time.monotonic() > deadline:
+                    raise
+                if not told:
+                    print(
+                        f"storage: connection lost to {where(self.url)}; retrying for up to {RETRY_SECONDS:g} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    told = True
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, 8.0)
+
+    return call
+
+
+class TrialCounts(NamedTuple):
+    finished: int
+    running: int
+    total: int
+    by_state: dict  # TrialState -> count
+
+
+def _running(session: Any, study_id: int) -> list[models.TrialModel]:
+    """The study's RUNNING trials with their heartbeats and user attributes."""
+    return (
+        session.query(models.TrialModel)
+        .options(
+            sqlalchemy.orm.selectinload(models.TrialModel.heartbeats),
+            sqlalchemy.orm.selectinload(models.TrialModel.user_attributes),
+        )
+        .filter(models.TrialModel.state == RUNNING, models.TrialModel.study_id == study_id)
+        .all()
+    )
+
+
+class ResnasStorage(optuna.storages.RDBStorage):
+    """``RDBStorage`` whose stale-trial check asks who owns a trial, not only its heartbeat.
+
+    A RUNNING trial is lost when its owner process on this machine is gone, when its
+    heartbeat is older than the grace period, or when it never had a heartbeat and is
+    older than the grace period (a trial a crashed writer or a plain ``study.ask()`` left).
+    Lost trials get ``fail_reason`` (``worker lost`` or ``driver lost``) before Optuna
+    fails them; ``requeue_lost`` queues their parameters again.
+    """
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """A heartbeat that cannot be written is skipped: it runs in Optuna's thread, where an
+        error would print a traceback; the worker's next storage call names the fault."""
+        try:
+            _retrying(optuna.storages.RDBStorage.record_heartbeat)(self, trial_id)
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, sqlite3.Error):
+            pass
+
+    def lost_trials(self, study_id: int) -> list[tuple[int, int, str, str]]:
+        """(trial_id, number, reason, detail) of the study's RUNNING trials whose owner is gone."""
+        grace = self.grace_period if self.grace_period is not None else GRACE_SECONDS
+        with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session) as session:
+            now_db = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+            running = _running(session, study_id)
+            lost = []
+            for t in running:
+                verdict = _judge(t, now_db, grace)
+                if verdict is not None:
+                    lost.append((t.trial_id, t.number, *verdict))
+            return lost
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        ids = []
+        for trial_id, _, reason, detail in self.lost_trials(study_id):
+            try:
+                self.set_trial_user_attr(trial_id, "fail_reason", reason)
+                self.set_trial_user_attr(trial_id, "fail_detail", detail)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # finished meanwhile (by its worker, or failed by another one)
+            ids.append(trial_id)
+        return ids
+
+    def running_owners(self, study_id: int) -> list[tuple[int, dict | None, datetime | None]]:
+        """(number, owner, last heartbeat) of the study's RUNNING trials: what a worker waits for."""
+        with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session) as session:
+            running = _running(session, study_id)
+            out = []
+            for t in running:
+                owner = next((json.loads(a.value_json) for a in t.user_attributes if a.key == OWNER), None)
+                out.append((t.number, owner, max((h.heartbeat for h in t.heartbeats), default=None)))
+            return out
+
+    def trial_counts(
+        self, study_id: int, finished_key: str = "finished", exclude_key: str | None = None
+    ) -> TrialCounts:
+        """(finished, running, all, per state) trials of a study, counted in the database (no trial
+        is loaded). Finished: COMPLETE, or PRUNED with user attr ``finished_key`` set; never a
+        trial with user attr ``exclude_key``."""
+        T, A = models.TrialModel, models.TrialUserAttributeModel
+        B = sqlalchemy.orm.aliased(A)
+        excluded = sqlalchemy.exists().where(B.trial_id == T.trial_id, B.key == (exclude_key or ""))
+        count = sqlalchemy.func.count(T.trial_id)
+        with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session) as session:
+            counts = dict(session.query(T.state, count).filter(T.study_id == study_id).group_by(T.state).all())
+            complete = (
+                session.query(count)
+                .filter(T.study_id == study_id, T.state == optuna.trial.TrialState.COMPLETE, ~excluded)
+                .scalar()
+            )
+            pruned = (
+                session.query(count)
+                .join(A, A.trial_id == T.trial_id)
+                .filter(T.study_id == study_id, T.state == optuna.trial.TrialState.PRUNED, ~excluded)
+                .filter(A.key == finished_key, A.value_json == "true")
+                .scalar()
+            )
+        finished = int(complete or 0) + int(pruned or 0)
+        return TrialCounts(finished, counts.get(RUNNING, 0), sum(counts.values()), counts)
+
+    def finished_numbers(self, study_id: int) -> dict[int, int]:
+        """{number: trial_id} of the study's trials in a final state (no trial is loaded)."""
+        T = models.TrialModel
+        final = [s for s in optuna.trial.TrialState if s.is_finished()]
+        with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session) as session:
+            rows = session.query(T.number, T.trial_id).filter(T.study_id == study_id, T.state.in_(final)).all()
+        return dict(rows)
+
+    def best_first_value(self, study_id: int, maximize: bool) -> tuple[int, float] | None:
+        """(number, value) of the COMPLETE trial with the best first objective value."""
+        T, V = models.TrialModel, models.TrialValueModel
+        order = V.value.desc() if maximize else V.value.asc()
+        with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session) as session:
+            row = (
+                session.query(T.number, V.value)
+                .join(V, V.trial_id == T.trial_id)
+                .filter(T.study_id == study_id, T.state == optuna.trial.TrialState.COMPLETE, V.objective == 0)
+                .filter(V.value_type == models.TrialValueModel.TrialValueType.FINITE)
+                .order_by(order, T.number)
+                .first()
+            )
+        return None if row is None else (int(row[0]), float(row[1]))
+
+    def trials_with_attr(self, study_id: int, key: str, value: Any, states: tuple) -> list[int]:
+        """Numbers of the study's trials in ``states`` whose user attr ``key`` equals ``value``."""
+        T, A = models.TrialModel, models.TrialUserAttributeModel
+        with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session) as session:
+            rows = (
+                session.query(T.number)
+                .join(A, A.trial_id == T.trial_id)
+                .filter(T.study_id == study_id, T.state.in_(states), A.key == key, A.value_json == json.dumps(value))
+                .order_by(T.number)
+                .all()
+            )
+        return [r[0] for r in rows]
+
+
+for _name in (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "get_all_studies",
+    "create_new_trial",
+    "set_trial_param",
+    "get_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial",
+    "get_all_trials",
+    "get_best_trial",
+    "lost_trials",
+    "running_owners",
+    "trial_counts",
+    "trials_with_attr",
+    "finished_numbers",
+    "best_first_value",
+):
+    setattr(ResnasStorage, _name, _retrying(getattr(ResnasStorage, _name)))
+
+
+# --- opening --------------------------------------------------------------------------------
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(db: Path, must_exist: bool, write: bool) -> None:
+    if not db.exists():
+        if must_exist:
+            raise StudyError(f"--storage: no database at {db} (run resnas search first, or name one with --storage)")
+        if not db.parent.exists():
+            raise StudyError(f"--storage: directory {db.parent} does not exist")
+        if write and not os.access(db.parent, os.W_OK):
+            raise StorageFault(f"read-only: cannot create a database in {db.parent}")
+        return
+    if not db.is_file():
+        raise StudyError(f"--storage: {db} is not a file")
+    try:
+        with open(db, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise StorageFault(f"cannot read {db}: {exc.strerror}") from None
+    if not head:
+        raise StorageFault(f"not a database: {db} is an empty file (0 bytes); remove it to start a new database there")
+    if head != SQLITE_HEADER:
+        raise StorageFault(f"not a database: {db} is not an SQLite file (corrupt, or another format)")
+    if write and not (os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)):
+        raise StorageFault(f"read-only: cannot write to {db} (the file or its directory is read-only)")
+
+
+class _OpenExisting:
+    """SQLite connections that never create the file: a database deleted mid-search is an error,
+    not a new empty database at the same path. (A class, not a closure: storages are pickled.)"""
+
+    def __init__(self, db: Path):
+        self.target = f"file:{db.resolve()}?mode=rw"
+
+    def __call__(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.target, uri=True, timeout=300, check_same_thread=False)
+
+
+_SCHEMA_LOCK = 0x7265736E6173  # "resnas": a PostgreSQL advisory lock held while creating tables
+
+
+@contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """Several machines starting at once on an empty PostgreSQL database create Optuna's tables
+    one after another, not at the same moment (which fails on a duplicate type)."""
+    if not url.startswith("postgresql"):
+        yield
+        return
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _SCHEMA_LOCK})
+    finally:
+        engine.dispose()
+
+
 def open_storage(
-    url: str | None = None, *, heartbeat: bool = True, must_exist: bool = False
-) -> optuna.storages.RDBStorage:
-    """An ``RDBStorage`` for ``url`` (default ``sqlite:///resnas.db``), with heartbeats.
+    url: str | None = None, *, heartbeat: bool = True, must_exist: bool = False, write: bool = True
+) -> ResnasStorage:
+    """A :class:`ResnasStorage` for ``url`` (default ``sqlite:///resnas.db``), with heartbeats.
 
     ``must_exist``: for commands that only read, a missing SQLite file is an error rather
-    than a new, empty database.
+    than a new, empty database. ``write=False``: the storage is only read.
     """
     url = storage_url(url)
     engine_kwargs: dict = {}
@@ -53,37 +510,36 @@ def open_storage(
     if url.startswith("sqlite:") and db is None:
         raise StudyError(f"--storage: {url} is an in-memory database that ends with the process; name a file")
     if db is not None:
-        if must_exist and not db.exists():
-            raise StudyError(f"--storage: no database at {db} (run resnas search first, or name one with --storage)")
-        if not db.parent.exists():
-            raise StudyError(f"--storage: directory {db.parent} does not exist")
-        # WAL lets readers and one writer work at once; a long busy timeout rides out the
-        # short write locks of several workers (no "database is locked").
-        try:
-            with sqlite3.connect(db, timeout=60) as conn:
+        _check_sqlite_file(db, must_exist, write)
+        if write:
+            # WAL lets readers and one writer work at once; a long busy timeout rides out the
+            # short write locks of several workers (no "database is locked").
+            with named_faults(url), sqlite3.connect(db, timeout=60) as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.Error as exc:
-            raise StudyError(f"--storage: cannot open {db}: {exc}") from None
-        engine_kwargs = {"connect_args": {"timeout": 300}}
+        engine_kwargs = {"creator": _OpenExisting(db)}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True}
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna")
     warnings.filterwarnings(
         "ignore",
-        message=".*(heartbeat|RetryHeartbeatStaleTrialCallback|set_metric_names).*",
+        message=".*(heartbeat|heartbeat_stale_trial_callback|set_metric_names).*",
         category=optuna.exceptions.ExperimentalWarning,
     )
+    beats: dict = {}
+    if heartbeat:
+        beats = {
+            "heartbeat_interval": HEARTBEAT_SECONDS,
+            "grace_period": GRACE_SECONDS,
+            "heartbeat_stale_trial_callback": requeue_lost,
+        }
     try:
-        if not heartbeat:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-        )
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+        with named_faults(url), _schema_lock(url):
+            return ResnasStorage(url, engine_kwargs=engine_kwargs, **beats)
+    except StorageFault as exc:
+        if db is not None or not connection_lost(exc):
+            raise
+        raise StorageFault(f"--storage: cannot connect to {where(url)}") from None
+    except (ImportError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StudyError(f"--storage: cannot open {url}: {first}") from None
 
@@ -108,13 +564,31 @@ class ClaimLock:
 
     def acquire(self) -> None:
         if self._file is not None:
-            self._fd = os.open(self._file, os.O_RDWR | os.O_CREAT, 0o644)
+            if not self._file.parent.exists():
+                raise StudyError(f"--storage: directory {self._file.parent} does not exist")
+            try:
+                self._fd = os.open(self._file, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:  # a read-only directory: lock an existing file read-only (flock allows it)
+                try:
+                    self._fd = os.open(self._file, os.O_RDONLY)
+                except OSError:
+                    raise StorageFault(f"read-only: cannot create the lock file {self._file}") from None
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         elif self.url.startswith("postgresql"):
             if self._engine is None:
                 self._engine = sqlalchemy.create_engine(self.url, poolclass=sqlalchemy.pool.NullPool)
-            self._conn = self._engine.connect()
-            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+            deadline, pause = time.monotonic() + RETRY_SECONDS, 0.5
+            while True:
+                try:
+                    self._conn = self._engine.connect()
+                    self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+                    return
+                except sqlalchemy.exc.OperationalError:
+                    self._conn = None
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(pause)
+                    pause = min(2 * pause, 8.0)
         else:
             self._thread_lock.acquire()
 
@@ -124,9 +598,12 @@ class ClaimLock:
             os.close(self._fd)
             self._fd = None
         elif self._conn is not None:
-            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
-            self._conn.close()
-            self._conn = None
+            conn, self._conn = self._conn, None
+            try:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+                conn.close()
+            except sqlalchemy.exc.SQLAlchemyError:
+                conn.invalidate()  # the connection is gone, and its session lock with it
         elif self._thread_lock.locked():
             self._thread_lock.release()
 

@@ -126,7 +126,7 @@ def check_encoding(study: optuna.Study) -> None:
 
 def load_study(name: str | None, url: str | None = None, *, heartbeat: bool = False) -> optuna.Study:
     """An existing study; with no name, the only study in the storage."""
-    storage = open_storage(url, heartbeat=heartbeat, must_exist=True)
+    storage = open_storage(url, heartbeat=heartbeat, must_exist=True, write=heartbeat)
     names = optuna.get_all_study_names(storage)
     if name is None:
         if len(names) != 1:
@@ -170,7 +170,7 @@ def open_study(
         raise StudyError(f"--study: no study named {name!r} in {url} (studies there: {known})")
     trials = trials or space.spec.search.trials
     references = baselines(space) if name not in names else {}  # a bad request fails before anything is stored
-    existing = len(probe.get_trials(deepcopy=False)) if name in names else 0
+    existing = storage.trial_counts(probe._study_id)[2] if name in names else 0  # counted, not loaded
     study = optuna.create_study(
         study_name=name,
         storage=storage,

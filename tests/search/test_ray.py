@@ -41,19 +41,38 @@ def test_ray_study_works_with_leaderboard_and_export(cli, tmp_path):
 
 
 def test_asha_stops_weak_trials_and_records_their_epochs(cli, tmp_path):
-    proc = cli("search", TINY, "--backend", "ray", "--trials", "6", timeout=900)
+    spec = tmp_path / "tiny.yaml"  # searchable epochs: a trial that trained all of its own is complete
+    spec.write_text(
+        TINY.read_text()
+        .replace("epochs: 4", "epochs: {int: [3, 4]}")
+        .replace("seed: 0}", "seed: 0, pruner: hyperband}")
+    )
+    proc = cli("search", spec, "--backend", "ray", "--trials", "6", timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     study = load(tmp_path)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 6
-    epochs = [t.user_attrs["epochs"] for t in finished]
-    assert sum(epochs) < 6 * 4
+    own = {t.number: t.user_attrs["train"]["epochs"] for t in finished}
+    assert sum(t.user_attrs["epochs"] for t in finished) < sum(own.values())
     stopped = [t for t in finished if t.state == TrialState.PRUNED]
-    assert stopped and all(t.user_attrs["epochs"] < 4 and t.user_attrs["stopped_by"] == "asha" for t in stopped)
+    assert stopped and all(t.user_attrs["epochs"] < own[t.number] for t in stopped)
+    assert all(t.user_attrs["stopped_by"] == "asha" for t in stopped)
+    assert all(t.user_attrs["epochs"] == own[t.number] for t in finished if t.state == TrialState.COMPLETE)
     board = pd.read_csv(tmp_path / "b.csv") if cli("leaderboard", "--csv", "b.csv").returncode == 0 else None
     assert board is not None
     states = list(board["state"])
     assert states == sorted(states, key=lambda s: s != "COMPLETE"), "early-stopped trials rank below complete ones"
+
+
+def test_pruner_none_trains_every_trial_all_its_epochs(cli, tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY.read_text().replace("epochs: 4", "epochs: {int: [2, 4]}"))
+    proc = cli("search", spec, "--backend", "ray", "--trials", "4", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    done = complete(load(tmp_path))
+    assert len(done) == 4, [(t.state, t.user_attrs.get("stopped_by")) for t in load(tmp_path).trials]
+    assert all(t.user_attrs["epochs"] == t.user_attrs["train"]["epochs"] for t in done)
+    assert all(t.user_attrs["owner"]["backend"] == "ray" for t in done)
 
 
 def test_failing_trial_is_retried_then_recorded(cli, tmp_path):
