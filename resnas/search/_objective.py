@@ -310,15 +310,15 @@ class Objective:
                 trial.set_user_attr(key, earlier.user_attrs[key])
             trial.set_user_attr(FINISHED, True)
             return list(earlier.values)
-        record_diagnostics(trial, self.space, candidate, seed)
         report = self._reporter(trial, int(candidate.train["epochs"]))
+
+        def work(cancel: threading.Event) -> tuple[dict[str, float], int, torch.nn.Module]:
+            # The diagnostics load the data too: inside the thread, so the timeout and a stop reach them.
+            record_diagnostics(trial, self.space, candidate, seed)
+            return measure_and_train(self.space, candidate, seed, self.device, report, self._left(), cancel)
+
         try:
-            metrics, epochs, model = self._in_thread(
-                trial,
-                lambda cancel: measure_and_train(
-                    self.space, candidate, seed, self.device, report, self._left(), cancel
-                ),
-            )
+            metrics, epochs, model = self._in_thread(trial, work)
             values = self.values(metrics)
             if self.artifacts is not None:
                 keep_weights(trial, model, self.artifacts)
