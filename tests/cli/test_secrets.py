@@ -42,7 +42,7 @@ def test_unreachable_storage_error_hides_the_password(run_cli, tmp_path, monkeyp
     ):
         code, out, err = run_cli(*args, "--storage", url)
         assert code == 2, (args, err)
-        assert "postgres:***@127.0.0.1:1" in err, err
+        assert "127.0.0.1:1" in err, err  # the error names where it could not connect
         assert PASSWORD not in out + err + _every_file_text(tmp_path), args
 
 
