@@ -19,7 +19,7 @@ from resnas.data import load_data, require_code_allowed
 from resnas.errors import StudyError
 from resnas.export._source import class_name_for, export_source
 from resnas.nn import build
-from resnas.report import leaderboard
+from resnas.report import confirmed, leaderboard
 from resnas.search._storage import DEFAULT_STORAGE, storage_url
 from resnas.search._study import ARTIFACT_DIR, SPEC_HASH, load_study, stored_space
 from resnas.train import evaluate, resolve_device, train
@@ -74,6 +74,14 @@ def pick_trial(
         return chosen, f"asked for (--trial {trial}, state {chosen.state.name})"
     if rank is not None and rank < 1:
         raise StudyError(f"--rank: ranks start at 1 (the best), not {rank}")
+    if rank is None and len(study.directions) == 1:
+        # Winners confirmed with more seeds (--confirm): the best mean, not one seed's luck.
+        best = confirmed(study)
+        if not best.empty:
+            row = best.iloc[0]
+            name = (study.metric_names or ["objective"])[0]
+            why = f"best confirmed mean {name} {row['mean ± std']} over {int(row['seeds'])} seeds"
+            return trials[int(row["trial"])], why
     board = leaderboard(study)
     if board.empty:
         raise StudyError(f"study {study.study_name!r} has no finished trial to export")

@@ -7,6 +7,7 @@ import pandas as pd
 from helpers import TINY, load
 
 from resnas import parse_space
+from resnas.report import confirmed
 from resnas.search import baselines
 
 # TINY with room for a connection around every block of its deepest layout (classic ResNet).
@@ -56,6 +57,12 @@ def test_search_trains_baselines_first_and_confirms_the_top(run_cli, tmp_path, m
     summary = out.strip().splitlines()[-1]
     assert summary.startswith("best: trial") and "over no connections (trial 0" in summary
     assert "over classic ResNet (trial 1" in summary
+    # Export's default follows the confirmed ranking (mean over seeds), and its header says so.
+    best = int(confirmed(study).iloc[0]["trial"])
+    code, _, err = run_cli("export", "--study", "tiny", "-o", tmp_path / "best.py")
+    assert code == 0, err
+    header = (tmp_path / "best.py").read_text()
+    assert f"trial: {best} (best confirmed mean val_accuracy" in header and "over 2 seeds" in header
     # Asking again adds nothing: the study has its trials and its confirmations.
     code, _, err = run_cli("search", spec, "--trials", "4", "--confirm", "2", "--seeds", "1")
     assert code == 0, err
