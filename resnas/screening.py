@@ -57,8 +57,9 @@ def record_diagnostics(trial: optuna.Trial, space: SearchSpace, candidate: Candi
     except Exception as exc:  # a score that cannot be computed never costs the trial
         trial.set_user_attr("scores_error", f"{type(exc).__name__}: {exc}"[:300])
         return {}
-    for key, value in record.items():
-        trial.set_user_attr(key, value)
+    from resnas.search._storage import set_trial_attrs
+
+    set_trial_attrs(trial, record)  # one write
     return record["scores"]
 
 

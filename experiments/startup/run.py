@@ -53,7 +53,9 @@ def fill(directory: Path, size: int) -> None:
         (tid, study_id, start, end) = conn.execute(
             "SELECT trial_id, study_id, datetime_start, datetime_complete FROM trials WHERE number = 0"
         ).fetchone()
-        attrs = conn.execute("SELECT key, value_json FROM trial_user_attributes WHERE trial_id = ?", (tid,)).fetchall()
+        attrs = conn.execute(  # not its baseline label: one trial is the baseline
+            "SELECT key, value_json FROM trial_user_attributes WHERE trial_id = ? AND key != 'baseline'", (tid,)
+        ).fetchall()
         params = conn.execute(
             "SELECT param_name, param_value, distribution_json FROM trial_params WHERE trial_id = ?", (tid,)
         ).fetchall()
