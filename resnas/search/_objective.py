@@ -208,6 +208,7 @@ class Objective:
         self.last_trial: int | None = None  # number of the trial this objective ran last (worker bookkeeping)
         self.started = time.monotonic()  # when the running trial began
         self.history: list[dict[str, float]] = []  # the running trial's epochs so far (recorded when it ends)
+        self.pending: dict[str, Any] = {}  # attributes for the running trial's last write (diagnostics)
 
     def values(self, metrics: dict[str, float]) -> list[float]:
         values = [float(metrics[m]) for m in self.metrics]
@@ -232,7 +233,7 @@ class Objective:
                 return
             trial.report(metrics[metric], epoch)
             if epoch < epochs and trial.should_prune():  # a fully trained trial is complete, never pruned
-                set_trial_attrs(trial, {"history": history, "epochs": epoch, FINISHED: True})
+                set_trial_attrs(trial, {**self.pending, "history": history, "epochs": epoch, FINISHED: True})
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} ({metric} {metrics[metric]:.4g})")
 
         return report
@@ -306,6 +307,7 @@ class Objective:
         self.last_trial = trial.number
         self.started = time.monotonic()
         self.history = []
+        self.pending = {}
         candidate = sample(self.space, trial)
         seed = self.space.spec.search.seed + trial.number
         # The start of a trial is one write: its owner, its candidate and where it came from.
@@ -331,7 +333,8 @@ class Objective:
 
         def work(cancel: threading.Event) -> tuple[dict[str, float], int, torch.nn.Module]:
             # The diagnostics load the data too: inside the thread, so the timeout and a stop reach them.
-            record_diagnostics(trial, self.space, candidate, seed)
+            # They are written with the trial's end (or its failure), not on their own.
+            record_diagnostics(trial, self.space, candidate, seed, into=self.pending)
             return measure_and_train(self.space, candidate, seed, self.device, report, self._left(), cancel)
 
         end: dict[str, Any] = {}
@@ -364,11 +367,12 @@ class Objective:
             self._fail(trial, "error", f"{type(exc).__name__}: {exc}", 0)
             raise TrialFailed(f"{type(exc).__name__}: {exc}") from exc
         # The end of a trial is one write: its history, metrics and weights.
-        set_trial_attrs(trial, {**end, "history": self.history, "metrics": metrics, "epochs": epochs, FINISHED: True})
+        end.update(history=self.history, metrics=metrics, epochs=epochs)
+        set_trial_attrs(trial, {**self.pending, **end, FINISHED: True})
         return values
 
     def _fail(self, trial: optuna.Trial, reason: str, detail: str, epochs: int) -> None:
-        attrs = {"fail_reason": reason, "fail_detail": detail[:500], "epochs": epochs}
+        attrs = {**self.pending, "fail_reason": reason, "fail_detail": detail[:500], "epochs": epochs}
         if self.history:
             attrs["history"] = self.history
         set_trial_attrs(trial, attrs)
