@@ -127,3 +127,43 @@ def flaky_digits():
         raise RuntimeError(f"the flaky loader failed (call {calls + 1})")
     digits = load_digits()
     return digits.images[:, None].astype("float32") / 16, digits.target
+
+
+def assert_obeys_spec(space, arch, available: int | None = None) -> None:
+    """``arch`` obeys its spec's ``residual`` section, checked from the spec's words: every
+    connection's placement, span, scope, kind and merge; the count (``all``: ``available``,
+    the placements there are, when given)."""
+    from resnas.space._values import discrete_values
+
+    res = space.spec.residual
+    spans = set(discrete_values(res.span))
+    pairs = [(c.src, c.dst) for c in arch.connections]
+    assert len(set(pairs)) == len(pairs), "a placement is used twice"
+    n = len(arch.connections)
+    if res.count != "all":
+        counts = discrete_values(res.count)
+        assert min(counts) <= n <= max(counts)
+    elif available is not None:
+        assert n == available
+    for c in arch.connections:
+        assert 0 <= c.src < c.dst <= arch.num_blocks
+        assert c.span in spans
+        if res.scope == "stage":
+            assert arch.blocks[c.src].stage == arch.blocks[c.dst - 1].stage
+        same = arch.channels_at(c.src) == arch.channels_at(c.dst) and arch.stride_between(c.src, c.dst) == 1
+        if c.merge == "concat":  # carries h unchanged, so needs one spatial size (not one width)
+            assert c.kind == "identity" and arch.stride_between(c.src, c.dst) == 1
+            assert "concat" in discrete_values(res.merge)
+        elif c.kind == "identity":
+            assert same, "identity where shapes differ"
+            assert "identity" in res.kinds or "pad" in res.kinds
+        elif c.kind == "pad":
+            assert not same and arch.channels_at(c.dst) >= arch.channels_at(c.src)
+            assert "pad" in res.kinds or ("identity" in res.kinds and res.on_shape_change == "pad")
+        elif c.kind == "projection":
+            assert "projection" in res.kinds or (
+                not same and "identity" in res.kinds and res.on_shape_change == "projection"
+            )
+        else:
+            assert c.kind == "gated" and "gated" in res.kinds
+            assert c.shortcut == "identity" if same else c.shortcut in ("projection", "pad")
