@@ -121,6 +121,15 @@ def show(
 
 
 @app.command()
-def schema() -> None:
-    """Print the JSON Schema of the spec language (for editors and CI checks)."""
+def schema(
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the reference of every key (docs/spec.md) instead.")
+    ] = False,
+) -> None:
+    """Print the JSON Schema of the spec language (for editors and CI checks), or its reference."""
+    if markdown:
+        from resnas.space._docs import reference_markdown
+
+        print(reference_markdown(), end="")
+        return
     print(json.dumps(json_schema(), indent=2, sort_keys=True))
