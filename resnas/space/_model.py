@@ -364,9 +364,13 @@ class ObjectiveSpec(_Section):
     @classmethod
     def _short_form(cls, data: Any) -> Any:
         """``{val_accuracy: maximize}`` is ``{metric: val_accuracy, direction: maximize}``."""
-        if isinstance(data, dict) and len(data) == 1:
-            ((key, value),) = data.items()
-            if key not in ("metric", "direction") and isinstance(value, str):
+        if isinstance(data, str):
+            raise ValueError(f"an objective needs a direction: write '- {data}: maximize' (or minimize)")
+        if isinstance(data, dict) and not {"metric", "direction"} & set(data):
+            if len(data) > 1:
+                raise ValueError("one objective per list item: write each '- metric: direction' on its own line")
+            ((key, value),) = data.items() or [(None, None)]
+            if isinstance(value, str):
                 return {"metric": key, "direction": value}
         return data
 

@@ -210,6 +210,11 @@ def _pick(errors: list) -> dict:
                 return err
     first = errors[0]
     same = [e for e in errors if e["loc"][: len(first["loc"]) - 1] == first["loc"][:-1] or e["loc"] == first["loc"]]
+    for err in same:  # a misspelt word beside a number ("al" for count: all) is closest to the word
+        if err["type"] == "literal_error" and isinstance(err["input"], str):
+            options = re.findall(r"'([^']*)'", err["ctx"]["expected"])
+            if did_you_mean(err["input"], options):
+                return err
     for err in same:
         if err["type"] == "value_error":
             return err

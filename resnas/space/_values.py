@@ -133,6 +133,7 @@ def _parse(kind: str, value: Any, allowed: tuple | None, minimum: float | None, 
         raise ValueError(
             f"a searchable value is one of {{int: [lo, hi]}}, {{float: [lo, hi]}} or "
             f"{{choice: [...]}}, got keys {sorted(map(str, value))}"
+            + (did_you_mean(next(iter(value)), ("int", "float", "choice")) if len(value) == 1 else "")
         )
     form = forms[0]
     if form == "choice":

@@ -70,6 +70,13 @@ def test_objective_short_form_is_the_long_form():
         (f"network: {{block: {{norm: batchnorm}}, {STAGES}}}", "did you mean 'batch'?"),
         (f"network: {{{STAGES}}}\nresidual: {{merge: {{choice: [add, concatenate]}}}}", "did you mean 'concat'?"),
         (f"network: {{{STAGES}}}\ntrain: {{optimiser: adam}}", "did you mean 'optimizer'?"),
+        (f"network: {{{STAGES}}}\nresidual: {{count: al}}", "got 'al'; did you mean 'all'?"),
+        (f"network: {{{STAGES}}}\ntrain: {{lr: {{flaot: [0.1, 0.2]}}}}", "did you mean 'float'?"),
+        (f"network: {{{STAGES}}}\nobjectives: [val_loss]", "write '- val_loss: maximize' (or minimize)"),
+        (
+            f"network: {{{STAGES}}}\nobjectives: [{{val_accuracy: maximize, params: minimize}}]",
+            "one objective per list item",
+        ),
         (f"network: {{{STAGES}}}\nresidual: {{kinds: [identity, gate]}}", "did you mean 'gated'?"),
         (
             f"network: {{{STAGES}}}\nsearch: {{screen: {{score: synflw, pool: 8}}}}",
