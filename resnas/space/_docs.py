@@ -158,7 +158,8 @@ def _type(fragment: dict[str, Any], sections: dict[str, str]) -> str:
     if "anyOf" in fragment:
         options = fragment["anyOf"]
         if _is_searchable(fragment):
-            return _type(options[0], sections) + ", *searchable*"
+            scalars = [option for option in options if option.get("type") != "object"]
+            return " or ".join(_type(option, sections) for option in scalars) + ", *searchable*"
         return " or ".join(_type(option, sections) for option in options)
     if "enum" in fragment:
         return "one of " + ", ".join(f"`{v if isinstance(v, str) else json.dumps(v)}`" for v in fragment["enum"])

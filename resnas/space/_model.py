@@ -294,7 +294,7 @@ class ResidualSpec(_Section):
         min_length=1,
         json_schema_extra={"uniqueItems": True},
         description="The connection kinds a placement may get: identity (h as is), projection (1x1 conv + norm), "
-        "pad (He et al.'s option A: subsample, zero-pad channels), gated (a learned gate; see gate).",
+        "pad (He et al.'s option A: subsample, zero-pad the new channels), gated (a learned gate; see gate).",
     )
     span: SSpan = Field(1, description="The spans a connection may have (blocks jumped over). Searchable.")
     count: Literal["all"] | SCount = Field(
@@ -311,8 +311,8 @@ class ResidualSpec(_Section):
     )
     order: Literal["post", "pre"] = Field(
         "post",
-        description="post: add, then the block's last activation (ResNet v1); pre: norm and activation "
-        "before each conv, plain addition (v2).",
+        description="post: add, then the block's last activation (ResNet v1); pre: pre-activation blocks, "
+        "nothing after the addition (ResNet v2).",
     )
     gate: GateSpec = Field(GateSpec(), description="Options of gated connections; see residual.gate.")
     merge: SMerge = Field(
