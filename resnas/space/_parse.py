@@ -106,7 +106,17 @@ def canonical(raw: dict[str, Any]) -> dict[str, Any]:
             out[section].pop(key, None)
     for (key,) in [p for p in _NOT_IN_HASH if len(p) == 1]:
         out.pop(key, None)
+    if isinstance(out.get("objectives"), list):
+        out["objectives"] = [_long_objective(o) for o in out["objectives"]]
     return out
+
+
+def _long_objective(objective: Any) -> Any:
+    """``{val_accuracy: maximize}`` hashes as ``{metric: val_accuracy, direction: maximize}``."""
+    if isinstance(objective, dict) and len(objective) == 1 and not {"metric", "direction"} & set(objective):
+        ((metric, direction),) = objective.items()
+        return {"metric": metric, "direction": direction}
+    return objective
 
 
 def data_shape(spec: SpecModel) -> tuple[tuple[int, ...], int]:

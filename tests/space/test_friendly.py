@@ -56,6 +56,9 @@ def test_objective_short_form_is_the_long_form():
             ("params", "minimize"),
         ]
     )
+    # One study: resuming it with the other form is not a changed spec.
+    assert parse_space(SHORT).hash == parse_space(LONG).hash
+    assert parse_space(SHORT).hash != parse_space(SHORT.replace("params: minimize", "params: maximize")).hash
     validator = jsonschema.Draft202012Validator(json_schema())
     assert validator.is_valid(yaml.safe_load(SHORT)) and validator.is_valid(yaml.safe_load(LONG))
     for bad in ("val_accuracy: max", "f1: maximize", "{val_accuracy: maximize, params: minimize}"):
