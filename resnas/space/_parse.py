@@ -211,6 +211,13 @@ def _unknown_key(key: Any, parent: Path) -> str:
     return message
 
 
+def _literal_hint(err: dict) -> str:
+    """The closest of the values a literal error lists, for a misspelt string."""
+    if not isinstance(err["input"], str):
+        return ""
+    return did_you_mean(err["input"], re.findall(r"'([^']*)'", err["ctx"]["expected"]))
+
+
 def _pick(errors: list) -> dict:
     """The error that explains the others: an unknown key before the required key it
     misspells; our own message before the alternatives a union tried."""
@@ -221,10 +228,8 @@ def _pick(errors: list) -> dict:
     first = errors[0]
     same = [e for e in errors if e["loc"][: len(first["loc"]) - 1] == first["loc"][:-1] or e["loc"] == first["loc"]]
     for err in same:  # a misspelt word beside a number ("al" for count: all) is closest to the word
-        if err["type"] == "literal_error" and isinstance(err["input"], str):
-            options = re.findall(r"'([^']*)'", err["ctx"]["expected"])
-            if did_you_mean(err["input"], options):
-                return err
+        if err["type"] == "literal_error" and _literal_hint(err):
+            return err
     for err in same:
         if err["type"] == "value_error":
             return err
@@ -248,9 +253,7 @@ def _pydantic_error(exc: ValidationError, lines: dict[Path, int], source: str) -
         word, key = _BOUNDS[kind]
         message = f"must be {word} {err['ctx'][key]:,}, got {err['input']!r}"
     elif kind == "literal_error":
-        options = re.findall(r"'([^']*)'", err["ctx"]["expected"])
-        hint = did_you_mean(err["input"], options) if isinstance(err["input"], str) else ""
-        message = f"expected {err['ctx']['expected']}, got {err['input']!r}{hint}"
+        message = f"expected {err['ctx']['expected']}, got {err['input']!r}{_literal_hint(err)}"
     else:
         message = err["msg"].removeprefix("Value error, ")
     return SpecError(message, format_path(loc) or "(top level)", line_of(lines, loc), source)
