@@ -17,7 +17,7 @@ from resnas._redact import redact
 from resnas.arch import Architecture
 from resnas.data import load_data, require_code_allowed
 from resnas.errors import StudyError
-from resnas.export._source import class_name_for, export_source
+from resnas.export._source import class_name_for, export_source, training_header
 from resnas.nn import build
 from resnas.report import confirmed, leaderboard
 from resnas.search._storage import DEFAULT_STORAGE, storage_url
@@ -209,6 +209,7 @@ def export_trial(
         header.append(
             ("test accuracy", f"{result.test_accuracy!r} ({result.weights_source} weights: {result.weights.name})")
         )
+    header += training_header(chosen.user_attrs, stored_space(st).spec.data)
     header.append(("resnas version", resnas.__version__))
     command = ["resnas", "export", "--study", st.study_name, "--trial", str(chosen.number), "-o", out.name]
     if storage_url(storage) != DEFAULT_STORAGE:
