@@ -88,8 +88,9 @@ def jacobians(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Per-sample gradient of the summed output with respect to the input, flattened."""
     x = x.detach().clone().requires_grad_(True)
     model.zero_grad(set_to_none=True)
-    out = model(x)
-    out.backward(torch.ones_like(out))
+    # The gradient of the sum is the all-ones backward; passing the ones tensor instead makes
+    # autograd import sympy on first use (about a second per process).
+    model(x).sum().backward()
     model.zero_grad(set_to_none=True)
     return x.grad.detach().reshape(len(x), -1)
 
