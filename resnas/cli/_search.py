@@ -49,6 +49,15 @@ def search(
         int | None, typer.Option("--trials", "-n", min=1, help="Finished trials wanted in the study, in total.")
     ] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes on this machine.")] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="Torch threads per worker, recorded on each trial (torch_threads) "
+            "[default: the cores divided among --jobs workers; one process: torch's default].",
+        ),
+    ] = None,
     backend: Annotated[str, typer.Option("--backend", help="optuna or ray.")] = "optuna",
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 [default: auto].")] = None,
     trial_timeout: Annotated[
@@ -110,6 +119,7 @@ def search(
         trials=trials,
         backend=backend,
         jobs=jobs,
+        threads=threads,
         device=device,
         trial_timeout=trial_timeout,
         gpus_per_trial=gpus_per_trial,

@@ -24,7 +24,7 @@ import torch
 
 from resnas.errors import ResnasError
 from resnas.screening import screen_round
-from resnas.search._backend import Backend, SearchRequest
+from resnas.search._backend import Backend, SearchRequest, set_torch_threads, worker_threads
 from resnas.search._objective import FINISHED, Objective, TrialFailed, storage_backend
 from resnas.search._progress import SearchProgress, counts
 from resnas.search._storage import ClaimLock, StorageFault, named_faults, sqlite_path, storage_fault
@@ -147,6 +147,7 @@ def run_worker(
     when the storage fails (naming the cause).
     """
     stop = stop or threading.Event()
+    set_torch_threads(worker_threads(req.threads, req.jobs))
     with named_faults(req.storage):
         study, space = open_study(req.space, req.storage, req.study, req.trials, worker=index)
     watch = FileWatch(req.storage)
@@ -255,7 +256,6 @@ def _child(req_fields: dict, space_text: str, source: str, index: int, verbosity
     _die_with_parent()
     if os.getppid() != parent:
         stop.event.set()  # the parent died before this worker could ask to outlive it
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // req_fields["jobs"]))
     req = SearchRequest(space=parse_space(space_text, source), **req_fields)
     try:
         run_worker(req, index, stop=stop.event, force=stop.force)

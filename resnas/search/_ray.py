@@ -32,7 +32,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search.optuna import OptunaSearch
 
 from resnas.errors import ResnasError
-from resnas.search._backend import Backend, SearchRequest
+from resnas.search._backend import Backend, SearchRequest, set_torch_threads
 from resnas.search._objective import (
     FINISHED,
     candidate_key,
@@ -53,7 +53,9 @@ REPEAT = "resnas_repeat_of"  # config key: this candidate finished before in the
 EARLIER = "resnas_earlier_metrics"
 
 
-def _trainable(config: dict[str, Any], space_text: str, source: str, timeout: float | None) -> None:
+def _trainable(
+    config: dict[str, Any], space_text: str, source: str, timeout: float | None, threads: int | None = None
+) -> None:
     """Runs on a Ray worker: rebuild the candidate from the parameters, train, report each epoch."""
     import torch
 
@@ -71,8 +73,11 @@ def _trainable(config: dict[str, Any], space_text: str, source: str, timeout: fl
     if REPEAT in config:  # finished before in this study: report the earlier result, train nothing
         tune.report({**config[EARLIER], **where, "epoch": config[EARLIER]["epochs"]})
         return
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+    if threads is None and device.type == "cpu":  # the CPUs Ray gave the trial (--cpus-per-trial)
+        threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    set_torch_threads(threads)
+    where["torch_threads"] = torch.get_num_threads()
+    where["interop_threads"] = torch.get_num_interop_threads()
     space = parse_space(space_text, source)
     params = {k: v for k, v in config.items() if not k.startswith("resnas_")}
     candidate = sample(space, FixedSuggester(params))
@@ -136,7 +141,7 @@ class ResnasOptunaSearch(OptunaSearch):
             return
         ot_trial = self._ot_trials[trial_id]
         last = result or self.last.get(trial_id) or {}
-        for key in ("node", "host", "pid", "device"):
+        for key in ("node", "host", "pid", "device", "torch_threads", "interop_threads"):
             if key in last:
                 ot_trial.set_user_attr(key, last[key])
         # Ray flattens nested results: {"versions": {"torch": ...}} arrives as "versions/torch".
@@ -260,7 +265,13 @@ class RayBackend(Backend):
 
         gpus = request.gpus_per_trial if torch.cuda.is_available() else 0
         trainable = tune.with_resources(
-            tune.with_parameters(_trainable, space_text=space.text, source=space.source, timeout=request.trial_timeout),
+            tune.with_parameters(
+                _trainable,
+                space_text=space.text,
+                source=space.source,
+                timeout=request.trial_timeout,
+                threads=request.threads,
+            ),
             {"cpu": request.cpus_per_trial, "gpu": gpus},
         )
         tuner = tune.Tuner(

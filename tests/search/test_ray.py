@@ -28,9 +28,17 @@ def test_ray_study_works_with_leaderboard_and_export(cli, tmp_path):
     done = complete(study)
     assert len(done) == 6
     for t in done:
-        assert {"architecture", "fingerprint", "metrics", "train", "seed", "versions", "node", "device"} <= set(
-            t.user_attrs
-        )
+        assert {
+            "architecture",
+            "fingerprint",
+            "metrics",
+            "train",
+            "seed",
+            "versions",
+            "node",
+            "device",
+            "torch_threads",
+        } <= set(t.user_attrs)
         assert t.user_attrs["epochs"] == 8 and t.user_attrs["metrics"]["train_flops"] > 0
     proc = cli("leaderboard", "--study", "r1", "--csv", "board.csv")
     assert proc.returncode == 0, proc.stderr
