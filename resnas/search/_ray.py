@@ -83,7 +83,7 @@ def _trainable(
     candidate = sample(space, FixedSuggester(params))
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
-        tune.report({**metrics, **where, "epoch": epoch})
+        tune.report({**metrics, **where, "epoch": epoch, "epochs": int(candidate.train["epochs"])})
 
     measure_and_train(space, candidate, config["resnas_seed"], device, report, timeout)
 
@@ -96,6 +96,25 @@ class _TrialLog(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.trials[trial.trial_id] = trial
+
+
+class _Progress(tune.Callback):
+    """Progress as Ray reports it, on the driver: each epoch a trial reports, and a line per trial
+    as it finishes (Tune tells the searcher first, so the trial is already in the study)."""
+
+    def __init__(self, progress: SearchProgress, searcher: ResnasOptunaSearch) -> None:
+        self.progress = progress
+        self.searcher = searcher
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if "epoch" in result and "epochs" in result:
+            self.progress.epoch(self.searcher.number_of(trial.trial_id), result["epoch"], result["epochs"], result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.progress.update()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.progress.update()
 
 
 class ResnasOptunaSearch(OptunaSearch):
@@ -127,6 +146,11 @@ class ResnasOptunaSearch(OptunaSearch):
             extra[REPEAT] = earlier.number
             extra[EARLIER] = {**earlier.user_attrs["metrics"], "epochs": earlier.user_attrs.get("epochs", 0)}
         return extra
+
+    def number_of(self, trial_id: str) -> int | None:
+        """The Optuna trial number of a Ray trial."""
+        ot_trial = self._ot_trials.get(trial_id)
+        return None if ot_trial is None else ot_trial.number
 
     def _node_ips(self) -> dict[str, str]:
         """Node id -> the address the node registered with (ray.nodes, on the driver)."""
@@ -212,7 +236,10 @@ class RayBackend(Backend):
                 raise ResnasError(f"--address: cannot join Ray at {request.address}: {exc}") from None
         results_dir = tempfile.mkdtemp(prefix="resnas-ray-")
         try:
-            with SearchProgress(study, request.trials) as progress:
+            workers = request.max_concurrent or max(
+                1, int(ray.cluster_resources().get("CPU", 1) / request.cpus_per_trial)
+            )
+            with SearchProgress(study, request.trials, workers=workers) as progress:
                 stalled = 0
                 while True:
                     with named_faults(request.storage):  # trials of a dead driver or worker: failed, queued again
@@ -220,7 +247,7 @@ class RayBackend(Backend):
                     done = sum(is_finished(t) for t in study.get_trials(deepcopy=False))
                     if done >= request.trials:
                         break
-                    self._fit(request, space, study, request.trials - done, results_dir)
+                    self._fit(request, space, study, request.trials - done, results_dir, progress)
                     progress.update()
                     after = sum(is_finished(t) for t in study.get_trials(deepcopy=False))
                     stalled = stalled + 1 if after == done else 0
@@ -234,7 +261,14 @@ class RayBackend(Backend):
                 ray.shutdown()
 
     @staticmethod
-    def _fit(request: SearchRequest, space: SearchSpace, study: optuna.Study, samples: int, results_dir: str) -> None:
+    def _fit(
+        request: SearchRequest,
+        space: SearchSpace,
+        study: optuna.Study,
+        samples: int,
+        results_dir: str,
+        progress: SearchProgress,
+    ) -> None:
         metrics = [m for m, _ in space.objectives]
         modes = ["max" if d == "maximize" else "min" for _, d in space.objectives]
         single = len(metrics) == 1
@@ -286,7 +320,7 @@ class RayBackend(Backend):
                 name=f"{study.study_name}-{int(time.time())}",
                 storage_path=results_dir,
                 failure_config=tune.FailureConfig(max_failures=request.max_failures),
-                callbacks=[log],
+                callbacks=[log, _Progress(progress, searcher)],
                 verbose=0,
             ),
         )
