@@ -81,6 +81,14 @@ def search(
         str | None,
         typer.Option("--artifacts", help="Artifact directory [default: resnas-artifacts beside the database]."),
     ] = None,
+    log: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--log",
+            help="Log each trial as a run (params, per-epoch metrics, final costs): mlflow:DIR (or a tracking URI) "
+            "or tensorboard:DIR; repeatable. Needs pip install 'resnas[tracking]'.",
+        ),
+    ] = None,
     top: Annotated[int, typer.Option("--top", help="Rows of the final leaderboard.")] = 10,
     confirm: Annotated[
         int | None,
@@ -109,6 +117,10 @@ def search(
         raise typer.BadParameter(
             "the ray backend does not keep weights; use --backend optuna", param_hint="--keep-weights"
         )
+    if log:
+        from resnas.tracking import parse_targets
+
+        parse_targets(log)  # before anything is stored: a missing package or a bad target is one line
     space = load_space(spec) if spec else None
     if space is None and study is None:
         raise typer.BadParameter("give a spec file, or --study NAME to resume a stored study", param_hint="SPEC")
@@ -120,6 +132,7 @@ def search(
         backend=backend,
         jobs=jobs,
         threads=threads,
+        log=tuple(log or ()),
         device=device,
         trial_timeout=trial_timeout,
         gpus_per_trial=gpus_per_trial,

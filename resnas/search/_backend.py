@@ -27,6 +27,7 @@ class SearchRequest:
     keep_weights: bool = False  # store each trained trial's weights in the study's artifact store
     artifacts: str | None = None  # artifact directory [default: resnas-artifacts beside the database]
     progress: bool = True
+    log: tuple[str, ...] = ()  # experiment tracking targets: "mlflow:DIR", "tensorboard:DIR"
     threads: int | None = None  # torch threads per worker [default: the cores shared among --jobs workers]
 
 

@@ -30,6 +30,7 @@ from resnas.search._progress import SearchProgress, counts
 from resnas.search._storage import ClaimLock, StorageFault, named_faults, sqlite_path, storage_fault
 from resnas.search._study import artifact_dir, make_sampler, open_study, sampler_seed
 from resnas.space import parse_space
+from resnas.tracking import EPOCH_METRICS, open_trackers
 from resnas.train import StopRequested, epoch_hook
 
 TrialState = optuna.trial.TrialState
@@ -264,7 +265,7 @@ class _EpochRelay:
         queue.cancel_join_thread()  # a worker exits without waiting for its parent to read
 
     def __call__(self, trial: int | None, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
-        keep = {k: float(metrics[k]) for k in ("val_accuracy", "train_seconds") if k in metrics}
+        keep = {k: float(metrics[k]) for k in EPOCH_METRICS if k in metrics}
         try:
             self.queue.put_nowait((trial, epoch, epochs, keep))
         except Exception:
@@ -306,7 +307,7 @@ class OptunaBackend(Backend):
     def run(self, request: SearchRequest) -> None:
         with named_faults(request.storage):
             study, _ = open_study(request.space, request.storage, request.study, request.trials)
-            progress = SearchProgress(study, request.trials, workers=request.jobs)
+            progress = SearchProgress(study, request.trials, workers=request.jobs, trackers=open_trackers(request.log))
         stop = GracefulStop()
         in_main_thread = threading.current_thread() is threading.main_thread()
         try:

@@ -94,7 +94,14 @@ class SearchProgress:
     queue or Ray's results); it and ``update`` may be called from any thread.
     """
 
-    def __init__(self, study: optuna.Study, requested: int, console: Console | None = None, workers: int = 1):
+    def __init__(
+        self,
+        study: optuna.Study,
+        requested: int,
+        console: Console | None = None,
+        workers: int = 1,
+        trackers: list | None = None,
+    ):
         self.study = study
         self.requested = requested
         self.workers = max(1, workers)
@@ -106,6 +113,8 @@ class SearchProgress:
         self.seen: set[int] = set(self._finished())
         self.running: dict[int, tuple[int, int, float | None, float]] = {}  # trial: epoch, epochs, val acc, seconds
         self.eta_end: float | None = None
+        self.trackers = trackers or []  # resnas.tracking.Tracker: each finished trial, with its epochs
+        self.history: dict[int, list[dict[str, float]]] = {}  # trial: the metrics of each epoch seen
         self._lock = threading.RLock()
         self._bar: Progress | None = None
         self._task = None
@@ -138,6 +147,8 @@ class SearchProgress:
         if self._bar is not None:
             self.update()
             self._bar.__exit__(*exc)
+        for tracker in self.trackers:
+            tracker.close()
 
     def _say(self, line: str) -> None:
         if self._bar is not None:
@@ -157,6 +168,7 @@ class SearchProgress:
         if trial is None:
             return
         with self._lock:
+            self.history[trial] = [*self.history.get(trial, [])[: epoch - 1], dict(metrics)]
             self.running[trial] = (epoch, epochs, metrics.get("val_accuracy"), metrics.get("train_seconds", 0.0))
             self._estimate()
             self._show()
@@ -194,10 +206,24 @@ class SearchProgress:
                     self.seen.add(number)
                     self.running.pop(number, None)
                     self._estimate()
-                    self._say(self._line(self.study._storage.get_trial(trial_id)))
+                    t = self.study._storage.get_trial(trial_id)
+                    self._say(self._line(t))
+                    self._track(t)
             if self._bar is not None:
                 self._bar.update(self._task, best=best_text(self.study))
             self._show()
+
+    def _track(self, t: optuna.trial.FrozenTrial) -> None:
+        """Hand a finished trial to the trackers (--log); a tracker that fails is said, and dropped."""
+        from resnas.tracking import epoch_history
+
+        epochs = epoch_history(t, self.history.pop(t.number, None))
+        for tracker in list(self.trackers):
+            try:
+                tracker.log_trial(self.study.study_name, t, epochs)
+            except Exception as exc:
+                self.trackers.remove(tracker)
+                self._say(f"warning: --log {tracker.kind}: {type(exc).__name__}: {exc}; no more runs logged there")
 
     def _line(self, t: optuna.trial.FrozenTrial) -> str:
         elapsed = time.monotonic() - self.start

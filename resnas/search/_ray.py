@@ -47,6 +47,7 @@ from resnas.search._study import make_sampler, open_study, sampler_seed
 from resnas.space import FixedSuggester, SearchSpace, parse_space, sample
 from resnas.space._model import METRICS
 from resnas.space._values import high_value
+from resnas.tracking import open_trackers
 
 TrialState = optuna.trial.TrialState
 REPEAT = "resnas_repeat_of"  # config key: this candidate finished before in the study
@@ -239,7 +240,8 @@ class RayBackend(Backend):
             workers = request.max_concurrent or max(
                 1, int(ray.cluster_resources().get("CPU", 1) / request.cpus_per_trial)
             )
-            with SearchProgress(study, request.trials, workers=workers) as progress:
+            trackers = open_trackers(request.log)
+            with SearchProgress(study, request.trials, workers=workers, trackers=trackers) as progress:
                 stalled = 0
                 while True:
                     with named_faults(request.storage):  # trials of a dead driver or worker: failed, queued again
