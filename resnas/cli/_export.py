@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -75,3 +76,5 @@ def export(
         )
     for extra in result.extra:
         console.print(f"wrote {extra}", highlight=False)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)

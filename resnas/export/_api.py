@@ -40,6 +40,7 @@ class ExportResult:
     weights_source: str | None = None  # "artifact" or "retrained"
     retrained: dict | None = None  # a retrained trial's validation metrics, threads and seed, beside the recorded
     extra: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # said to the user (the CLI prints them on stderr)
 
 
 def export_module(
@@ -252,8 +253,29 @@ def export_trial(
     header.append(("regenerate", shlex.join(command)))
     export_module(arch, out, class_name, header)
     if pt2 is not None:
-        result.extra.append(export_program(arch, pt2, result.weights))
+        _pt2(st, chosen, arch, Path(pt2), result)
     return result
+
+
+def _pt2(study: optuna.Study, chosen: optuna.trial.FrozenTrial, arch: Architecture, pt2: Path, result) -> None:
+    """The program with the written weights, else the weights the search kept; with neither, an
+    untrained program, said in a warning."""
+    if result.weights is not None:
+        result.extra.append(export_program(arch, pt2, result.weights))
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        kept = Path(tmp) / "kept.safetensors"
+        if _artifact_weights(study, chosen, kept):
+            result.extra.append(export_program(arch, pt2, kept))
+            result.warnings.append(f"{pt2}: holds the weights the search kept for trial {chosen.number}")
+            return
+    result.extra.append(export_program(arch, pt2, None))
+    result.warnings.append(
+        f"--pt2 {pt2}: trial {chosen.number} has no kept weights, so the program holds untrained (random) "
+        "weights; add --weights W.safetensors to retrain it (or search with --keep-weights)"
+    )
 
 
 def export_program(arch: Architecture, path: str | Path, weights: Path | None = None) -> Path:
