@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import platform
 import signal
 import sys
 import threading
@@ -27,7 +28,7 @@ from resnas.screening import screen_round
 from resnas.search._backend import Backend, SearchRequest, set_torch_threads, worker_threads
 from resnas.search._objective import FINISHED, Objective, TrialFailed, storage_backend
 from resnas.search._progress import SearchProgress, counts
-from resnas.search._storage import ClaimLock, StorageFault, named_faults, sqlite_path, storage_fault
+from resnas.search._storage import OWNER, ClaimLock, StorageFault, named_faults, sqlite_path, storage_fault
 from resnas.search._study import artifact_dir, make_sampler, open_study, sampler_seed
 from resnas.space import parse_space
 from resnas.tracking import EPOCH_METRICS, open_trackers
@@ -228,15 +229,20 @@ def run_worker(
                 consecutive_failures = 0
 
 
-def _requeue(study: optuna.Study, number: int, best_effort: bool = False) -> None:
+def _requeue(
+    study: optuna.Study, number: int, best_effort: bool = False, running: tuple[str, str] | None = None
+) -> None:
     """A trial stopped by a signal (or a storage fault) is FAIL; queue its parameters, and only
-    them, so the next run tries them again."""
+    them, so the next run tries them again. A trial still RUNNING is failed first, with the
+    reason and detail ``running`` (a storage fault: ``storage``)."""
+    if running is None and best_effort:
+        running = ("storage", "the storage failed during this trial")
     try:
         storage = study._storage
         t = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
-        if t.state == TrialState.RUNNING and best_effort:
-            storage.set_trial_user_attr(t._trial_id, "fail_reason", "storage")
-            storage.set_trial_user_attr(t._trial_id, "fail_detail", "the storage failed during this trial")
+        if t.state == TrialState.RUNNING and running is not None:
+            storage.set_trial_user_attr(t._trial_id, "fail_reason", running[0])
+            storage.set_trial_user_attr(t._trial_id, "fail_detail", running[1])
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             t = storage.get_trial(t._trial_id)
         if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") in ("interrupted", "storage"):
@@ -369,6 +375,8 @@ class OptunaBackend(Backend):
             for p in procs:
                 p.join()
         if relayed is not None:
+            with named_faults(request.storage):
+                _fail_left_running(study, [p.pid for p in procs])
             raise StopRequested("stopped")
         failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
         if not failed:
@@ -380,6 +388,23 @@ class OptunaBackend(Backend):
             print(f"worker(s) {failed} exited with codes {codes}; the study holds its {done} trials", flush=True)
             return
         raise ResnasError(f"worker(s) {failed} exited with codes {codes} (their errors are above)")
+
+
+def _fail_left_running(study: optuna.Study, pids: list[int]) -> None:
+    """After a stop, what these (now ended) workers left undone, say because one was killed before
+    it could write its record: a trial still RUNNING is failed ``interrupted``, and an interrupted
+    trial not yet queued again is queued, as the worker would have done. A stop ends the same way
+    however quickly the workers exit."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials if t.state == TrialState.WAITING}
+    for t in trials:
+        owner = t.user_attrs.get(OWNER) or {}
+        if owner.get("pid") not in pids or owner.get("host") != platform.node() or t.number in retried:
+            continue
+        if t.state == TrialState.RUNNING or (
+            t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == "interrupted"
+        ):
+            _requeue(study, t.number, running=("interrupted", "the worker was stopped"))
 
 
 def _drain(queue, progress: SearchProgress) -> None:

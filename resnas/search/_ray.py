@@ -209,19 +209,51 @@ class ResnasOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
     def _error(self, trial_id: str) -> tuple[str, str]:
+        """(fail_reason, "ExceptionType: message") of a trial that raised, from the error Tune keeps
+        on the driver (the exception itself where Tune pickled it, else the last line of its trace)."""
         trial = self.log.trials.get(trial_id)
-        text = ""
-        if trial is not None:
-            try:
-                text = str(trial.get_error() or "")
-            except Exception:  # the error file may be gone
-                text = ""
-        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-        detail = lines[-1] if lines else "the trial raised"
+        cause = _raised(trial)
+        if cause is not None:
+            from resnas.train import TrialFailure
+
+            if isinstance(cause, TrialFailure):
+                return cause.reason, cause.detail or cause.reason
+            return "error", f"{type(cause).__name__}: {cause}".strip()
+        lines = [line.strip() for line in _error_text(trial).splitlines() if line.strip()]
+        detail = lines[-1] if lines else "the trial raised (Ray kept no error text)"
         for reason in ("nonfinite", "oom", "timeout"):
-            if f"TrialFailure: {reason}" in text or detail.startswith(f"{reason}:"):
+            if detail.startswith(f"{reason}:") or f"TrialFailure: {reason}" in detail:
                 return reason, detail
         return "error", detail
+
+
+def _raised(trial: Any) -> BaseException | None:
+    """The exception a Ray trial raised, unwrapped from Ray's task error."""
+    path = getattr(trial, "pickled_error_file", None)
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        import cloudpickle
+
+        with open(path, "rb") as f:
+            exc = cloudpickle.load(f)
+    except Exception:
+        return None
+    while getattr(exc, "cause", None) is not None and exc.cause is not exc:
+        exc = exc.cause
+    return exc if isinstance(exc, BaseException) else None
+
+
+def _error_text(trial: Any) -> str:
+    """The text trace Tune wrote for a trial's last failure (on the driver, else in its storage)."""
+    path = getattr(trial, "error_file", None)
+    try:
+        if path and os.path.exists(path):
+            text = open(path).read()
+            return text[text.rfind("Failure #") :]  # the last failure only
+        return str(trial.get_error() or "") if trial is not None else ""
+    except Exception:  # the error file may be gone
+        return ""
 
 
 class RayBackend(Backend):

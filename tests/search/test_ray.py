@@ -101,6 +101,8 @@ def test_failing_trial_is_retried_then_recorded(cli, tmp_path):
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 1
     assert failed[0].user_attrs["fail_reason"] == "error", failed[0].user_attrs.get("fail_detail")
+    # The exception's type and message, as the optuna backend records them.
+    assert failed[0].user_attrs["fail_detail"] == "RuntimeError: the flaky loader failed (call 2)"
     assert failed[0].user_attrs["ray_failures"] == 2  # the first attempt and one retry
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 4
 
