@@ -215,11 +215,12 @@ def run_worker(
                     lock.release()
             ran += 1
             number = objective.last_trial
-            last = study._storage.get_trial(
-                study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-            )
-            if on_trial is not None:
-                on_trial()
+            with named_faults(req.storage):  # the storage may fail here too (a lost connection)
+                last = study._storage.get_trial(
+                    study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+                )
+                if on_trial is not None:
+                    on_trial()
             if last.state != TrialState.COMPLETE and not last.user_attrs.get(FINISHED):
                 consecutive_failures += 1
                 if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:

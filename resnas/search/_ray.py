@@ -104,18 +104,24 @@ class _Progress(tune.Callback):
     as it finishes (Tune tells the searcher first, so the trial is already in the study)."""
 
     def __init__(self, progress: SearchProgress, searcher: ResnasOptunaSearch) -> None:
-        self.progress = progress
+        self.progress: SearchProgress | None = progress
         self.searcher = searcher
 
+    def __getstate__(self) -> dict:
+        # Tune saves its run config (callbacks included) for Tuner.restore; a display is not restored.
+        return {"progress": None, "searcher": None}
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if "epoch" in result and "epochs" in result:
+        if self.progress is not None and "epoch" in result and "epochs" in result:
             self.progress.epoch(self.searcher.number_of(trial.trial_id), result["epoch"], result["epochs"], result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.progress.update()
+        if self.progress is not None:
+            self.progress.update()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.progress.update()
+        if self.progress is not None:
+            self.progress.update()
 
 
 class ResnasOptunaSearch(OptunaSearch):
