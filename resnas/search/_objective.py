@@ -100,6 +100,7 @@ def record_candidate(trial: optuna.Trial, candidate: Candidate, seed: int, devic
     }
     if device is not None:  # else the worker that trains it reports where it ran
         attrs.update(device=device_name(device), host=platform.node(), pid=os.getpid(), versions=versions())
+        attrs.update(torch_threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads())
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
 
