@@ -109,7 +109,7 @@ def search(
     """Search a spec (or resume a stored study) until the study has --trials finished trials."""
     quiet_optuna()
     allow_code_if(allow_code)
-    from resnas.report import leaderboard
+    from resnas.report import finished_trials, leaderboard
     from resnas.search import search as run_search
     from resnas.space import load_space
 
@@ -147,18 +147,21 @@ def search(
         strategy=strategy,
     )
     names = result.metric_names or [f"objective{i}" for i in range(len(result.directions))]
-    print_leaderboard(leaderboard(result), f"leaderboard: {result.study_name}", names, top)
-    print_results(result)
+    done = finished_trials(result)  # read once
+    board = leaderboard(result, trials=done)
+    print_leaderboard(board, f"leaderboard: {result.study_name}", names, top)
+    print_results(result, done, board)
 
 
-def print_results(study) -> None:
-    """The confirmed trials (mean ± std over seeds) and the summary line against the baselines."""
+def print_results(study, trials=None, board=None) -> None:
+    """The confirmed trials (mean ± std over seeds) and the summary line against the baselines
+    (``trials``, ``board``: read and ranked already)."""
     from resnas.report import confirmed, summary
 
-    sure = confirmed(study)
+    sure = confirmed(study, trials)
     if not sure.empty:
         print_frame(sure, f"confirmed: {study.study_name} (ranked by the mean over seeds)", drop=("std",))
-    console.print(summary(study), highlight=False)
+    console.print(summary(study, trials, board, sure), highlight=False)
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import optuna
 
 from resnas.errors import SpecError, StudyError
 from resnas.search._baselines import BASELINE, baselines
-from resnas.search._storage import open_storage, sqlite_path, storage_url
+from resnas.search._storage import lean, open_storage, sqlite_path, storage_url
 from resnas.space import SearchSpace, parse_space
 from resnas.space._parse import canonical
 from resnas.space._sample import ENCODING_VERSION
@@ -142,7 +143,42 @@ def load_study(name: str | None, url: str | None = None, *, heartbeat: bool = Fa
     if name not in names:
         known = ", ".join(sorted(names)) or "none"
         raise StudyError(f"--study: no study named {name!r} in {storage_url(url)} (studies there: {known})")
-    return optuna.load_study(study_name=name, storage=storage)
+    return optuna.load_study(study_name=name, storage=lean(storage))
+
+
+# One study handle per process and thread: a search opens its study once, whichever of its
+# parts (the command, the backend, the worker) asks. Keyed by storage URL, study name, thread,
+# and for SQLite the file's identity (a database replaced at the same path is opened anew).
+_HANDLES: dict[tuple, tuple[optuna.Study, SearchSpace]] = {}
+
+
+def _handle_key(url: str, name: str) -> tuple | None:
+    db = sqlite_path(url)
+    ident = None
+    if db is not None:
+        try:
+            st = os.stat(db)
+        except OSError:
+            return None
+        ident = (st.st_dev, st.st_ino)
+    return url, name, threading.get_ident(), os.getpid(), ident
+
+
+def _reuse(key: tuple | None, space: SearchSpace | None) -> tuple[optuna.Study, SearchSpace] | None:
+    """The handle this process and thread opened on the study before, if it still names it."""
+    found = _HANDLES.get(key) if key is not None else None
+    if found is None:
+        return None
+    study, stored = found
+    if space is not None and space.hash != stored.hash:
+        return None  # the full path below says what changed
+    try:
+        if study._storage.get_study_id_from_name(study.study_name) == study._study_id:
+            return found
+    except KeyError:
+        pass
+    del _HANDLES[key]
+    return None
 
 
 def open_study(
@@ -155,13 +191,19 @@ def open_study(
 ) -> tuple[optuna.Study, SearchSpace]:
     """Resume the study (refusing a changed spec) or create it; returns it with its space."""
     url = storage_url(url)
-    storage = open_storage(url)
     name = name or (space.name if space is not None else None)
-    names = optuna.get_all_study_names(storage)
     if name is None:
         raise StudyError("give a spec file or --study NAME")
+    key = _handle_key(url, name)
+    again = _reuse(key, space)
+    if again is not None:
+        study, stored = again
+        _set_request(study, url, trials or stored.spec.search.trials, artifacts)
+        return study, stored
+    storage = open_storage(url)
+    names = optuna.get_all_study_names(storage)
     if name in names:
-        probe = optuna.load_study(study_name=name, storage=storage)
+        probe = optuna.load_study(study_name=name, storage=lean(storage))
         check_encoding(probe)
         stored = stored_space(probe)
         if space is not None and space.hash != stored.hash:
@@ -179,7 +221,7 @@ def open_study(
     existing = storage.trial_counts(probe._study_id)[2] if name in names else 0  # counted, not loaded
     study = optuna.create_study(
         study_name=name,
-        storage=storage,
+        storage=lean(storage),
         directions=[d for _, d in space.objectives],
         sampler=make_sampler(space, trials, sampler_seed(space, existing, worker)),
         pruner=make_pruner(space),
@@ -194,9 +236,20 @@ def open_study(
         study.set_metric_names([m for m, _ in space.objectives])
         for label, params in references.items():  # trained first: the reference points of the leaderboard
             study.enqueue_trial(params, user_attrs={BASELINE: label}, skip_if_exists=True)
-    study.set_user_attr(REQUESTED, trials)
-    if artifacts is not None or ARTIFACT_DIR not in study.user_attrs:
+    _set_request(study, url, trials, artifacts)
+    if key is not None:
+        _HANDLES[key] = (study, space)
+    return study, space
+
+
+def _set_request(study: optuna.Study, url: str, trials: int, artifacts: str | None) -> None:
+    """Record the trials asked for and where weights go (written only when they change)."""
+    attrs = study.user_attrs
+    if attrs.get(REQUESTED) != trials:
+        study.set_user_attr(REQUESTED, trials)
+    if artifacts is not None or ARTIFACT_DIR not in attrs:
         db = sqlite_path(url)
         default = (db.parent if db is not None else Path.cwd()) / "resnas-artifacts"
-        study.set_user_attr(ARTIFACT_DIR, str(Path(artifacts or default).resolve()))
-    return study, space
+        where = str(Path(artifacts or default).resolve())
+        if attrs.get(ARTIFACT_DIR) != where:
+            study.set_user_attr(ARTIFACT_DIR, where)
