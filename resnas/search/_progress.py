@@ -170,7 +170,8 @@ class SearchProgress:
         with self._lock:
             self.history[trial] = [*self.history.get(trial, [])[: epoch - 1], dict(metrics)]
             self.running[trial] = (epoch, epochs, metrics.get("val_accuracy"), metrics.get("train_seconds", 0.0))
-            self._estimate()
+            if self.done == self.initial:  # once a trial has ended, the ETA moves only when another ends
+                self._estimate()
             self._show()
 
     def _estimate(self) -> None:
