@@ -85,6 +85,7 @@ def search(
         list[str] | None,
         typer.Option(
             "--log",
+            metavar="KIND:DIR",
             help="Log each trial as a run (params, per-epoch metrics, final costs): mlflow:DIR (or a tracking URI) "
             "or tensorboard:DIR; repeatable. Needs pip install 'resnas[tracking]'.",
         ),
