@@ -14,8 +14,8 @@ TrialState = optuna.trial.TrialState
 
 
 @pytest.mark.slow
-def test_workers_killed_during_a_stop_leave_no_trial_running(tmp_path):
-    proc = subprocess.Popen(
+def test_workers_killed_during_a_stop_leave_no_trial_running(spawn, tmp_path):
+    proc = spawn(
         resnas_cmd("search", sleepy_spec(tmp_path), "--trials", "4", "--jobs", "2"),
         cwd=tmp_path,
         env=sleepy_env(600),
