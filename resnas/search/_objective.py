@@ -104,6 +104,7 @@ def candidate_attrs(candidate: Candidate, seed: int, device: torch.device | None
     }
     if device is not None:  # else the worker that trains it reports where it ran
         attrs.update(device=device_name(device), host=platform.node(), pid=os.getpid(), versions=versions())
+        attrs.update(torch_threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads())
     return attrs
 
 

@@ -101,8 +101,14 @@ def changed_keys(old: SearchSpace, new: SearchSpace) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def spec_text(study: optuna.Study) -> str | None:
+    """The stored spec: a study system attr, which Optuna's own views (``optuna studies``) do not
+    print; studies made by an older resnas hold it as a user attr."""
+    return study._storage.get_study_system_attrs(study._study_id).get(SPEC_TEXT) or study.user_attrs.get(SPEC_TEXT)
+
+
 def stored_space(study: optuna.Study) -> SearchSpace:
-    text = study.user_attrs.get(SPEC_TEXT)
+    text = spec_text(study)
     if text is None:
         raise StudyError(f"study {study.study_name!r} was not made by resnas (it has no stored spec)")
     try:
@@ -113,7 +119,7 @@ def stored_space(study: optuna.Study) -> SearchSpace:
 
 def check_encoding(study: optuna.Study) -> None:
     """Refuse to add trials to a study whose parameters name connections differently."""
-    if SPEC_TEXT not in study.user_attrs:
+    if spec_text(study) is None:
         return  # not (yet) a resnas study: stored_space says so
     found = study.user_attrs.get(ENCODING, 1)
     if found != ENCODING_VERSION:
@@ -221,9 +227,9 @@ def open_study(
         pruner=make_pruner(space),
         load_if_exists=True,
     )
-    if SPEC_TEXT not in study.user_attrs:
+    if spec_text(study) is None:
         study.set_user_attr(ENCODING, ENCODING_VERSION)  # before the spec: a resuming worker checks it
-        study.set_user_attr(SPEC_TEXT, space.text)
+        study._storage.set_study_system_attr(study._study_id, SPEC_TEXT, space.text)
         study.set_user_attr(SPEC_HASH, space.hash)
         study.set_user_attr(SPEC_SOURCE, space.source)
         study.set_user_attr("objectives", [list(o) for o in space.objectives])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -25,13 +26,25 @@ DIGITS = ROOT / "search_spaces" / "digits_cnn.yaml"
 def test_ray_study_works_with_leaderboard_and_export(cli, tmp_path):
     proc = cli("search", DIGITS, "--backend", "ray", "--trials", "6", "--study", "r1", timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # A line per trial as it finishes: printed along the way, so their elapsed times differ.
+    lines = re.findall(r"^trial (\d+) COMPLETE in [\d.]+ s: .* elapsed (\S+), eta", proc.stdout, re.M)
+    assert sorted(int(n) for n, _ in lines) == list(range(6)), proc.stdout
+    assert len({elapsed for _, elapsed in lines}) > 1, proc.stdout
     study = load(tmp_path, "r1")
     done = complete(study)
     assert len(done) == 6
     for t in done:
-        assert {"architecture", "fingerprint", "metrics", "train", "seed", "versions", "node", "device"} <= set(
-            t.user_attrs
-        )
+        assert {
+            "architecture",
+            "fingerprint",
+            "metrics",
+            "train",
+            "seed",
+            "versions",
+            "node",
+            "device",
+            "torch_threads",
+        } <= set(t.user_attrs)
         assert t.user_attrs["epochs"] == 8 and t.user_attrs["metrics"]["train_flops"] > 0
     proc = cli("leaderboard", "--study", "r1", "--csv", "board.csv")
     assert proc.returncode == 0, proc.stderr
@@ -94,6 +107,8 @@ def test_failing_trial_is_retried_then_recorded(cli, tmp_path):
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 1
     assert failed[0].user_attrs["fail_reason"] == "error", failed[0].user_attrs.get("fail_detail")
+    # The exception's type and message, as the optuna backend records them.
+    assert failed[0].user_attrs["fail_detail"] == "RuntimeError: the flaky loader failed (call 2)"
     assert failed[0].user_attrs["ray_failures"] == 2  # the first attempt and one retry
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 4
 

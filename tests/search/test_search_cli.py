@@ -12,6 +12,7 @@ import pandas as pd
 from helpers import START_S, TINY, TRIAL_S, complete, load, resnas_cmd, sleepy_env, sleepy_spec, wait_until
 
 from resnas import Architecture
+from resnas.search import stored_space
 
 METRICS = {
     "val_accuracy",
@@ -41,7 +42,7 @@ def test_small_search_records_every_trial(cli, tmp_path):
         assert t.user_attrs["device"] == "cpu"
         assert {"torch", "optuna", "resnas"} <= set(t.user_attrs["versions"])
         assert isinstance(t.user_attrs["seed"], int) and t.user_attrs["host"]
-    assert study.user_attrs["spec_text"] == TINY.read_text()
+    assert stored_space(study).text == TINY.read_text()
     # A plain Optuna study: metric names, and a CSV leaderboard with one row per finished trial.
     assert study.metric_names == ["val_accuracy"]
     proc = cli("leaderboard", "--study", "tiny", "--csv", "board.csv")
@@ -181,14 +182,8 @@ def test_sigterm_stops_every_worker_of_a_jobs_run(spawn, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.time() + START_S
-    while time.time() < deadline:  # both workers inside a trial
-        time.sleep(0.5)
-        try:
-            if len(load(tmp_path).get_trials(states=(optuna.trial.TrialState.RUNNING,))) == 2:
-                break
-        except Exception:
-            continue
+    running = (optuna.trial.TrialState.RUNNING,)
+    wait_until("both workers inside a trial", lambda: len(load(tmp_path).get_trials(states=running)) == 2, START_S)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
