@@ -23,11 +23,11 @@ FIGURES = [
     "resnet18 outputs, built vs hand-written",
     "search overhead per trial, steady state (trials 2..N), resnas - plain Optuna",
     "search overhead over a whole search, one-time costs included, resnas / plain Optuna",
-    "--jobs 2 speed-up, wall(--jobs 1) / wall(--jobs 2)",
     "index-slice batching throughput / DataLoader loop",
     "resumed search, first new trial later than on the empty study (medium)",
     "resumed search, first new trial later than on the empty study (large)",
     "leaderboard on the large study",
+    "--jobs 2 speed-up, wall(--jobs 1) / wall(--jobs 2)",
 ]
 LOAD = re.compile(r"^\d+\.\d\d \d+\.\d\d \d+\.\d\d$")
 
