@@ -58,3 +58,9 @@ def test_quick_run_prints_every_row_with_load_and_verdict():
         assert LOAD.match(load), figure
     assert rows["resnet20 outputs, built vs hand-written"][1] == "bit-identical"
     assert README.read_text() == before  # --quick never writes the table
+
+
+def test_committed_table_has_every_row_from_a_full_run():
+    text = README.read_text()
+    assert "--quick" not in text.split("<!-- benchmarks:begin -->")[1]
+    assert list(rows_of(text)) == FIGURES
