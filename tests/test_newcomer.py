@@ -97,3 +97,9 @@ def test_a_broken_data_function_is_refused_by_validate_in_one_line(tmp_path, mon
         refused() == "error: wine.yaml:3: data.dataset: mydata:load raised NameError: name 'load_wines' is not defined"
     )
     assert not (tmp_path / "resnas.db").exists()
+    # search refuses it the same way before anything is stored: no study, no failed trials.
+    monkeypatch.delitem(sys.modules, "mydata", raising=False)
+    code, out, err = run_cli("search", "wine.yaml", "--allow-code", "--trials", "1")
+    assert code == 2 and "Traceback" not in out + err
+    assert err.strip().endswith("mydata:load raised NameError: name 'load_wines' is not defined")
+    assert not (tmp_path / "resnas.db").exists()

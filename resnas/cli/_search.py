@@ -85,6 +85,7 @@ def search(
         list[str] | None,
         typer.Option(
             "--log",
+            metavar="KIND:DIR",
             help="Log each trial as a run (params, per-epoch metrics, final costs): mlflow:DIR (or a tracking URI) "
             "or tensorboard:DIR; repeatable. Needs pip install 'resnas[tracking]'.",
         ),
@@ -124,6 +125,10 @@ def search(
     space = load_space(spec) if spec else None
     if space is None and study is None:
         raise typer.BadParameter("give a spec file, or --study NAME to resume a stored study", param_hint="SPEC")
+    if space is not None:
+        from resnas.cli._space import check_code_data
+
+        check_code_data(space)  # a broken data function: one line (spec path and line), before any trial is stored
     result = run_search(
         space,
         storage=storage,

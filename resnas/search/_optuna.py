@@ -113,8 +113,9 @@ class WaitNote:
     """What a worker waits for when the trials in flight would reach the count: said once,
     again when it changes, and every WAIT_NOTE_SECONDS."""
 
-    def __init__(self, index: int):
+    def __init__(self, index: int, out=None):
         self.index = index
+        self.out = out  # where the note goes: the progress display, else stdout
         self.said: tuple = ()
         self.when = 0.0
 
@@ -129,10 +130,11 @@ class WaitNote:
         for number, owner, beat in owners:
             who = f"{owner.get('backend', '?')} pid {owner.get('pid')} on {owner.get('host')}" if owner else "no owner"
             parts.append(f"trial {number} ({who}{', heartbeat ' + beat.strftime('%H:%M:%S') if beat else ''})")
-        print(
-            f"worker {self.index}: {done}/{wanted} finished; waiting for {', '.join(parts) or 'running trials'}",
-            flush=True,
-        )
+        text = f"worker {self.index}: {done}/{wanted} finished; waiting for {', '.join(parts) or 'running trials'}"
+        if self.out is not None:
+            self.out(text)
+        else:
+            print(text, flush=True)
 
 
 def run_worker(
@@ -142,6 +144,7 @@ def run_worker(
     stop: threading.Event | None = None,
     force: threading.Event | None = None,
     on_epoch=None,
+    say=None,
 ) -> int:
     """Run trials until the study has ``req.trials`` finished ones. Returns trials this worker ran.
 
@@ -164,7 +167,7 @@ def run_worker(
         stop=stop,
         force=force,
     )
-    note = WaitNote(index)
+    note = WaitNote(index, say)
     ran = 0
     consecutive_failures = 0
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -273,8 +276,15 @@ class _EpochRelay:
 
     def __call__(self, trial: int | None, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
         keep = {k: float(metrics[k]) for k in EPOCH_METRICS if k in metrics}
+        self._put(("epoch", trial, epoch, epochs, keep))
+
+    def say(self, text: str) -> None:
+        """A line for the parent to print above its progress bar."""
+        self._put(("say", text))
+
+    def _put(self, item: tuple) -> None:
         try:
-            self.queue.put_nowait((trial, epoch, epochs, keep))
+            self.queue.put_nowait(item)
         except Exception:
             pass
 
@@ -291,9 +301,10 @@ def _child(
     if os.getppid() != parent:
         stop.event.set()  # the parent died before this worker could ask to outlive it
     req = SearchRequest(space=parse_space(space_text, source), **req_fields)
+    relay = None if epochs is None else _EpochRelay(epochs)
     try:
         run_worker(
-            req, index, stop=stop.event, force=stop.force, on_epoch=None if epochs is None else _EpochRelay(epochs)
+            req, index, stop=stop.event, force=stop.force, on_epoch=relay, say=None if relay is None else relay.say
         )
     except (StopRequested, KeyboardInterrupt):
         raise SystemExit(130) from None
@@ -327,6 +338,7 @@ class OptunaBackend(Backend):
                         stop=stop.event,
                         force=stop.force,
                         on_epoch=progress.epoch,
+                        say=progress.say,
                     )
                 else:
                     self._run_processes(request, study, progress, stop)
@@ -409,15 +421,18 @@ def _fail_left_running(study: optuna.Study, pids: list[int]) -> None:
 
 
 def _drain(queue, progress: SearchProgress) -> None:
-    """Hand the epochs the workers sent to the progress display."""
+    """Hand the epochs and notes the workers sent to the progress display."""
     import queue as queues
 
     while True:
         try:
-            trial, epoch, epochs, metrics = queue.get_nowait()
+            kind, *item = queue.get_nowait()
         except (queues.Empty, OSError, ValueError):
             return
-        progress.epoch(trial, epoch, epochs, metrics)
+        if kind == "say":
+            progress.say(*item)
+        else:
+            progress.epoch(*item)
 
 
 def _signal_all(procs: list, signum: int) -> float:

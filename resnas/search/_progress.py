@@ -140,7 +140,7 @@ class SearchProgress:
                 now="",
                 eta_end=None,
             )
-        self._say(f"study {self.study.study_name}: {self.initial} of {self.requested} trials finished")
+        self.say(f"study {self.study.study_name}: {self.initial} of {self.requested} trials finished")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -150,7 +150,8 @@ class SearchProgress:
         for tracker in self.trackers:
             tracker.close()
 
-    def _say(self, line: str) -> None:
+    def say(self, line: str) -> None:
+        """Print a line (above the live bar on a terminal)."""
         if self._bar is not None:
             self._bar.console.print(line, highlight=False, markup=False, soft_wrap=True)
         else:
@@ -170,7 +171,8 @@ class SearchProgress:
         with self._lock:
             self.history[trial] = [*self.history.get(trial, [])[: epoch - 1], dict(metrics)]
             self.running[trial] = (epoch, epochs, metrics.get("val_accuracy"), metrics.get("train_seconds", 0.0))
-            self._estimate()
+            if self.done == self.initial:  # once a trial has ended, the ETA moves only when another ends
+                self._estimate()
             self._show()
 
     def _estimate(self) -> None:
@@ -207,7 +209,7 @@ class SearchProgress:
                     self.running.pop(number, None)
                     self._estimate()
                     t = self.study._storage.get_trial(trial_id)
-                    self._say(self._line(t))
+                    self.say(self._line(t))
                     self._track(t)
             if self._bar is not None:
                 self._bar.update(self._task, best=best_text(self.study))
@@ -223,7 +225,7 @@ class SearchProgress:
                 tracker.log_trial(self.study.study_name, t, epochs)
             except Exception as exc:
                 self.trackers.remove(tracker)
-                self._say(f"warning: --log {tracker.kind}: {type(exc).__name__}: {exc}; no more runs logged there")
+                self.say(f"warning: --log {tracker.kind}: {type(exc).__name__}: {exc}; no more runs logged there")
 
     def _line(self, t: optuna.trial.FrozenTrial) -> str:
         elapsed = time.monotonic() - self.start

@@ -270,7 +270,10 @@ class RayBackend(Backend):
         started_here = not ray.is_initialized()
         if started_here:
             try:
-                ray.init(address=request.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+                # Without --address (or RAY_ADDRESS) a local instance, as the README says: Ray's own
+                # default would join whatever cluster the machine's latest `ray start` recorded.
+                address = request.address or os.environ.get("RAY_ADDRESS") or "local"
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ResnasError(f"--address: cannot join Ray at {request.address}: {exc}") from None
         results_dir = tempfile.mkdtemp(prefix="resnas-ray-")

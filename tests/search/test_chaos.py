@@ -76,7 +76,10 @@ def test_killed_workers_parents_and_plain_asks_end_with_exactly_n(cli, spawn, tm
     killed = [kill_a_busy_worker_then_the_parent(spawn, tmp_path, spec) for _ in range(2)]
     study = load(tmp_path)
     asked = study.ask()  # a user's script that died between ask() and tell()
-    rerun = cli("search", spec, "--trials", N, "--jobs", "2", env=sleepy_env(0, RESNAS_GRACE_SECONDS="2"))
+    # A RUNNING trial with no owner and no heartbeat is failed once it is older than the grace; a trial
+    # the rerun itself just created is that until its worker records itself, a moment later, however
+    # loaded the machine: 10 s covers that moment, and the asked trial is failed once that old.
+    rerun = cli("search", spec, "--trials", N, "--jobs", "2", env=sleepy_env(0, RESNAS_GRACE_SECONDS="10"))
     study = assert_clean_finish(tmp_path, rerun)
     by_reason: dict[str, list] = {}
     for t in study.get_trials(states=(TrialState.FAIL,)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -25,6 +26,10 @@ DIGITS = ROOT / "search_spaces" / "digits_cnn.yaml"
 def test_ray_study_works_with_leaderboard_and_export(cli, tmp_path):
     proc = cli("search", DIGITS, "--backend", "ray", "--trials", "6", "--study", "r1", timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # A line per trial as it finishes: printed along the way, so their elapsed times differ.
+    lines = re.findall(r"^trial (\d+) COMPLETE in [\d.]+ s: .* elapsed (\S+), eta", proc.stdout, re.M)
+    assert sorted(int(n) for n, _ in lines) == list(range(6)), proc.stdout
+    assert len({elapsed for _, elapsed in lines}) > 1, proc.stdout
     study = load(tmp_path, "r1")
     done = complete(study)
     assert len(done) == 6

@@ -182,14 +182,8 @@ def test_sigterm_stops_every_worker_of_a_jobs_run(spawn, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.time() + START_S
-    while time.time() < deadline:  # both workers inside a trial
-        time.sleep(0.5)
-        try:
-            if len(load(tmp_path).get_trials(states=(optuna.trial.TrialState.RUNNING,))) == 2:
-                break
-        except Exception:
-            continue
+    running = (optuna.trial.TrialState.RUNNING,)
+    wait_until("both workers inside a trial", lambda: len(load(tmp_path).get_trials(states=running)) == 2, START_S)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -14,8 +14,8 @@ TrialState = optuna.trial.TrialState
 
 
 @pytest.mark.slow
-def test_workers_killed_during_a_stop_leave_no_trial_running(tmp_path):
-    proc = subprocess.Popen(
+def test_workers_killed_during_a_stop_leave_no_trial_running(spawn, tmp_path):
+    proc = spawn(
         resnas_cmd("search", sleepy_spec(tmp_path), "--trials", "4", "--jobs", "2"),
         cwd=tmp_path,
         env=sleepy_env(600),
@@ -24,8 +24,13 @@ def test_workers_killed_during_a_stop_leave_no_trial_running(tmp_path):
         text=True,
     )
     running = wait_until(
-        "both workers inside a trial",
-        lambda: (r := load(tmp_path).get_trials(states=(TrialState.RUNNING,))) and len(r) == 2 and r,
+        "both workers inside a trial, its owner recorded",
+        lambda: (
+            (r := load(tmp_path).get_trials(states=(TrialState.RUNNING,)))
+            and len(r) == 2
+            and all("owner" in t.user_attrs for t in r)
+            and r
+        ),
         START_S,
     )
     # The parent is asked to stop, and its workers die before they hear of it (killed, as a
