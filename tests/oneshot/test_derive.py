@@ -194,3 +194,77 @@ def test_perturbation_ranks_a_planted_connection_first(seed):
 def test_oneshot_settings_defaults_are_consistent():
     s = OneShotSettings()
     assert 0 <= s.warmup < s.epochs and s.temperature[0] >= s.temperature[1] > 0
+
+
+def supernets_of_random_specs(count: int):
+    rng = np.random.default_rng(7)
+    found = 0
+    for i in range(200):
+        try:
+            space = parse_space(yaml.safe_dump(random_spec(rng)), f"random spec {i}")
+        except SpecError:
+            continue
+        if not accepted(space):
+            continue
+        net = build_supernet(space, i)
+        for a in net.alphas:
+            a.data.normal_(0, 1)
+        yield space, net
+        found += 1
+        if found == count:
+            return
+
+
+def test_fused_mixture_equals_the_kind_by_kind_mixture():
+    """The supernet's fast mixture (one product per carried tensor) computes what the
+    kind-by-kind sum does, outputs and architecture gradients, for every kind and merge."""
+    kinds = set()
+    for space, net in supernets_of_random_specs(12):
+        x = torch.randn(3, *base_candidate(space).architecture.input_shape)
+        torch.manual_seed(0)
+        fast = net(x)
+        grads = torch.autograd.grad(fast.sum(), net.alphas)
+        for m in net.mixed:
+            m.forward = m.reference
+            kinds |= set(m.ops)
+        slow = net(x)
+        slow_grads = torch.autograd.grad(slow.sum(), net.alphas)
+        torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+        for g, h in zip(grads, slow_grads):
+            torch.testing.assert_close(g, h, rtol=1e-3, atol=1e-5)
+    assert {"identity", "projection", "pad", "gated_identity"} <= kinds
+
+
+def test_perturbation_from_the_changed_block_on_equals_full_passes():
+    """Each perturbed pass recomputes only the blocks at and after the perturbed placement;
+    its losses are those of whole passes, and measuring the kinds only where a placement
+    could be kept derives the same architecture as measuring them everywhere."""
+    from resnas.train import evaluate
+
+    for space, net in supernets_of_random_specs(4):
+        arch = base_candidate(space).architecture
+        gen = torch.Generator().manual_seed(0)
+        x, y = (
+            torch.randn(40, *arch.input_shape, generator=gen),
+            torch.randint(0, arch.num_classes, (40,), generator=gen),
+        )
+        full = importance(net, x, y, batch_size=16)
+        assert full.evaluations == 1 + sum(1 + (len(k) if len(k) > 1 else 0) for k in net.kinds)
+        base = evaluate(net, x, y)[1]
+        assert full.base_val_loss == pytest.approx(base, abs=1e-5)
+        for i, m in enumerate(net.mixed):
+            m.removed = frozenset(m.ops)
+            assert full.placement["perturbation"][i] == pytest.approx(evaluate(net, x, y)[1] - base, abs=1e-5)
+            for k, name in enumerate(m.ops):
+                m.removed = frozenset([name])
+                if len(m.ops) > 1:
+                    want = evaluate(net, x, y)[1] - base
+                    assert full.kind["perturbation"][i][k] == pytest.approx(want, abs=1e-5)
+            m.removed = frozenset()
+        counts = allowed_counts(space, len(net.options))
+        pruned = importance(net, x, y, counts=counts, batch_size=16)
+        assert pruned.evaluations <= full.evaluations
+        gate_mode = space.spec.residual.gate.mode
+        assert derive(net, pruned, "perturbation", counts, gate_mode) == derive(
+            net, full, "perturbation", counts, gate_mode
+        )
