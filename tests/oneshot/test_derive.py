@@ -134,16 +134,21 @@ def random_spec(rng: np.random.Generator) -> dict:
     }
 
 
-def test_random_small_spec_derivations_obey_the_spec():
-    rng = np.random.default_rng(12)
-    tried = 0
-    for i in range(80):
+def random_spaces(seed: int, draws: int):
+    """(index, space) for the random specs of ``draws`` that parse and the strategy accepts."""
+    rng = np.random.default_rng(seed)
+    for i in range(draws):
         try:
             space = parse_space(yaml.safe_dump(random_spec(rng)), f"random spec {i}")
         except SpecError:
             continue  # an unsatisfiable count, span longer than any stage...: the parser refuses it
-        if not accepted(space):
-            continue
+        if accepted(space):
+            yield i, space
+
+
+def test_random_small_spec_derivations_obey_the_spec():
+    tried = 0
+    for i, space in random_spaces(12, 80):
         derive_all(space, i)
         tried += 1
     assert tried >= 25
@@ -197,15 +202,8 @@ def test_oneshot_settings_defaults_are_consistent():
 
 
 def supernets_of_random_specs(count: int):
-    rng = np.random.default_rng(7)
     found = 0
-    for i in range(200):
-        try:
-            space = parse_space(yaml.safe_dump(random_spec(rng)), f"random spec {i}")
-        except SpecError:
-            continue
-        if not accepted(space):
-            continue
+    for i, space in random_spaces(7, 200):
         net = build_supernet(space, i)
         for a in net.alphas:
             a.data.normal_(0, 1)
