@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -60,11 +61,11 @@ def space_for(seed: int, sampler: str = "random", oneshot: dict | None = None, c
     return parse_space(yaml.safe_dump(raw, sort_keys=False), f"{TASK} seed {seed}")
 
 
-def run_baselines(url: str, samplers: tuple[str, ...] = SAMPLERS) -> None:
+def run_baselines(url: str, samplers: tuple[str, ...] = SAMPLERS, seeds: tuple[int, ...] = SEEDS) -> None:
     from resnas.search import search
 
     for sampler in samplers:
-        for seed in SEEDS:
+        for seed in seeds:
             search(space_for(seed, sampler), storage=url, study=f"{sampler}-s{seed}", trials=TRIALS, progress=False)
 
 
@@ -111,8 +112,26 @@ def run_oneshot(url: str, results: Path, seeds: tuple[int, ...] = SEEDS) -> None
 URLS = {"baselines": "", "oneshot": ""}  # set by main: the searches' and the one-shot runs' databases
 
 
+@functools.cache
 def _url(name: str) -> str:
-    return URLS["oneshot" if name.startswith("oneshot") else "baselines"]
+    """The database holding study ``name``: the one-shot runs' database, or among the searches'
+    (``--db`` and any ``<task>-*.db`` beside it, for seeds run apart) the one where it has
+    most finished trials. Read only while nothing writes to them."""
+    import optuna
+
+    if name.startswith("oneshot"):
+        return URLS["oneshot"]
+    urls = [URLS["baselines"]] + [
+        f"sqlite:///{p}" for p in sorted(HERE.glob(f"{TASK}-*.db")) if f"sqlite:///{p}" != URLS["oneshot"]
+    ]
+
+    def finished(url: str) -> int:
+        if name not in optuna.get_all_study_names(url):
+            return -1
+        study = optuna.load_study(study_name=name, storage=url)
+        return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+    return max(urls, key=finished)
 
 
 def configs() -> dict:
@@ -407,17 +426,89 @@ def timing(seed: int) -> dict:
     return out
 
 
+def speed(seed: int = 0) -> None:
+    """Each speed-up of the one-shot strategy against what it replaced, interleaved in one
+    process (best of 2): a supernet epoch with architecture steps with the fused mixture
+    and weight-free architecture gradients vs the kind-by-kind mixture and a full backward
+    pass; the derivation reusing the unchanged blocks and measuring kinds only where a
+    placement can be kept vs a whole validation pass per perturbation."""
+    import time
+    from unittest import mock
+
+    import torch
+
+    from resnas.data import load_data
+    from resnas.oneshot import MixedShortcut, allowed_counts, build_supernet, importance
+    from resnas.oneshot._space import base_candidate
+    from resnas.oneshot._train import train_supernet
+    from resnas.train import evaluate
+
+    space = space_for(seed)
+    cfg = base_candidate(space).train
+    data = load_data(space.spec.data, seed)
+    one = space.spec.search.oneshot.model_copy(update={"epochs": 1, "warmup": 0})
+    cpu = torch.device("cpu")
+
+    def epoch(old: bool) -> tuple[float, torch.nn.Module]:
+        net = build_supernet(space, seed)
+        if not old:
+            return train_supernet(net, data, cfg, one, seed=seed, device=cpu).seconds, net
+        backward = torch.Tensor.backward
+
+        def full(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+            return backward(self, gradient, retain_graph, create_graph)  # every leaf's gradient
+
+        with (
+            mock.patch.object(MixedShortcut, "forward", MixedShortcut.reference),
+            mock.patch.object(torch.Tensor, "backward", full),
+        ):
+            return train_supernet(net, data, cfg, one, seed=seed, device=cpu).seconds, net
+
+    def whole_passes(net) -> int:
+        evaluate(net, data.x_val, data.y_val)
+        passes = 1
+        for m in net.mixed:
+            for removed in [list(m.ops)] + ([[k] for k in m.ops] if len(m.ops) > 1 else []):
+                m.removed = frozenset(removed)
+                evaluate(net, data.x_val, data.y_val)
+                passes += 1
+            m.removed = frozenset()
+        return passes
+
+    times: dict[str, list[float]] = {}
+    counts = None
+    for _ in range(2):
+        for name, old in (("supernet epoch, before", True), ("supernet epoch, now", False)):
+            seconds, net = epoch(old)
+            times.setdefault(name, []).append(seconds)
+        counts = allowed_counts(space, len(net.options))
+        start = time.perf_counter()
+        passes_old = whole_passes(net)
+        times.setdefault("derivation, before", []).append(time.perf_counter() - start)
+        start = time.perf_counter()
+        passes_new = importance(net, data.x_val, data.y_val, counts=counts).evaluations
+        times.setdefault("derivation, now", []).append(time.perf_counter() - start)
+    best = {k: min(v) for k, v in times.items()}
+    print(f"load average {os.getloadavg()[0]:.1f}; best of 2, interleaved, 1 thread")
+    for key in ("supernet epoch", "derivation"):
+        extra = f" ({passes_old} -> {passes_new} passes, after 1 supernet epoch)" if key == "derivation" else ""
+        print(
+            f"{key}: {best[f'{key}, before']:.2f} s -> {best[f'{key}, now']:.2f} s "
+            f"(x{best[f'{key}, before'] / best[f'{key}, now']:.2f}){extra}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     global TASK
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["baselines", "oneshot", "report", "timing"])
+    parser.add_argument("part", choices=["baselines", "oneshot", "report", "timing", "speed"])
     parser.add_argument("--task", choices=list(TASKS), default=TASK, help="adaptive: search_spaces/adaptive.yaml")
     parser.add_argument("--db", default=None, help="SQLite file of the searches (default: <task>.db beside this file)")
     parser.add_argument("--oneshot-db", default=None, help="SQLite file of the one-shot runs")
     parser.add_argument("--samplers", default=",".join(SAMPLERS), help="baselines: the black-box samplers to run")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--results", default=None, help="directory of per-seed ablation results")
-    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="one-shot / timing seeds, e.g. 0,2")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="the seeds to run, e.g. 0,2")
     args = parser.parse_args(argv)
     import torch
 
@@ -428,10 +519,12 @@ def main(argv: list[str] | None = None) -> int:
     URLS["oneshot"] = f"sqlite:///{args.oneshot_db or HERE / f'{TASK}-oneshot.db'}"
     args.results = args.results or str(HERE / ("ablations" if TASK == "headline" else f"ablations-{TASK}"))
     if args.part == "baselines":
-        run_baselines(url, tuple(args.samplers.split(",")))
+        run_baselines(url, tuple(args.samplers.split(",")), tuple(int(x) for x in args.seeds.split(",")))
     elif args.part == "oneshot":
         Path(args.results).mkdir(exist_ok=True)
         run_oneshot(URLS["oneshot"], Path(args.results), tuple(int(x) for x in args.seeds.split(",")))
+    elif args.part == "speed":
+        speed()
     elif args.part == "timing":
         file = HERE / f"timing-{TASK}.json"
         done = json.loads(file.read_text()) if file.exists() else {}
