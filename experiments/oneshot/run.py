@@ -121,8 +121,9 @@ def _url(name: str) -> str:
 
     if name.startswith("oneshot"):
         return URLS["oneshot"]
+    here = Path(URLS["baselines"].removeprefix("sqlite:///")).parent
     urls = [URLS["baselines"]] + [
-        f"sqlite:///{p}" for p in sorted(HERE.glob(f"{TASK}-*.db")) if f"sqlite:///{p}" != URLS["oneshot"]
+        f"sqlite:///{p}" for p in sorted(here.glob(f"{TASK}-*.db")) if f"sqlite:///{p}" != URLS["oneshot"]
     ]
 
     def finished(url: str) -> int:
