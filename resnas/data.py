@@ -104,7 +104,8 @@ def _cifar10(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
     return (x - mean) / std, y
 
 
-def _custom(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+def _call_custom(spec: DataSpec) -> tuple[object, object]:
+    """Import ``module:function`` (the working directory importable) and call it once."""
     require_code_allowed(spec)
     module_name, func_name = spec.dataset.split(":")
     if os.getcwd() not in sys.path:
@@ -113,14 +114,76 @@ def _custom(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
     try:
         func = getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as exc:
-        raise DataError(f"data.dataset: cannot import {spec.dataset!r}: {exc}") from None
-    x, y = func()
-    x = np.asarray(x, dtype=np.float32)
-    if tuple(x.shape[1:]) != tuple(spec.shape or ()):
         raise DataError(
-            f"data.dataset: {spec.dataset} returned inputs of shape {list(x.shape[1:])}, the spec says {spec.shape}"
+            f"data.dataset: cannot import {spec.dataset!r}: {exc} "
+            f"(looked in the working directory {os.getcwd()} and the Python path)"
+        ) from None
+    except Exception as exc:  # the module itself failed while importing
+        raise DataError(f"data.dataset: importing {module_name} raised {type(exc).__name__}: {exc}") from None
+    try:
+        result = func()
+    except Exception as exc:
+        raise DataError(f"data.dataset: {spec.dataset} raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(result, tuple | list) or len(result) != 2:
+        raise DataError(f"data.dataset: {spec.dataset} must return a pair (x, y), got {type(result).__name__}")
+    return result[0], result[1]
+
+
+def _checked(spec: DataSpec, x: object, y: object, rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """What a code dataset returned, as float32 inputs and int64 labels, checked against ``shape`` and
+    ``classes``; ``rows``: convert and check the values of only the first rows (the shapes always)."""
+    name = spec.dataset
+
+    def fail(message: str) -> DataError:
+        return DataError(f"data.dataset: {name} {message}")
+
+    try:
+        x_all, y_all = np.asarray(x), np.asarray(y)
+    except Exception as exc:
+        raise fail(f"returned something that is not an array: {exc}") from None
+    if x_all.ndim < 1 or y_all.ndim != 1 or len(x_all) != len(y_all):
+        raise fail(
+            f"returned x of shape {list(x_all.shape)} and y of shape {list(y_all.shape)}: "
+            "x needs one row per sample and y one label per row"
         )
-    return x, np.asarray(y)
+    if tuple(x_all.shape[1:]) != tuple(spec.shape or ()):
+        raise fail(
+            f"returned inputs of shape {list(x_all.shape[1:])} per sample; the spec says shape: {spec.shape} "
+            "(one sample, channels first)"
+        )
+    if len(y_all) < 16:
+        raise fail(f"returned {len(y_all)} samples; at least 16 are needed to split")
+    part = slice(None) if rows is None else slice(0, rows)
+    if not (np.issubdtype(x_all.dtype, np.number) or x_all.dtype == bool):
+        raise fail(f"returned inputs of dtype {x_all.dtype}; they must be numbers")
+    x_part = x_all[part].astype(np.float32)
+    if not np.isfinite(x_part).all():
+        raise fail("returned inputs that are not finite (nan or infinity)")
+    if not (np.issubdtype(y_all.dtype, np.integer) or y_all.dtype == bool):
+        integral = np.issubdtype(y_all.dtype, np.floating) and np.array_equal(y_all, np.round(y_all))
+        if not integral:
+            raise fail(f"returned labels of dtype {y_all.dtype}; they must be integers 0 .. classes-1")
+    low, high = int(y_all.min()), int(y_all.max())
+    classes = int(spec.classes or 0)
+    if low < 0 or high >= classes:
+        raise fail(f"returned labels {low} .. {high}; classes: {classes} needs labels 0 .. {classes - 1}")
+    return (x_all.astype(np.float32) if rows is None else x_part), y_all.astype(np.int64)
+
+
+def check_code_dataset(spec: DataSpec, rows: int = 64) -> str:
+    """Call a code dataset once and check its shapes, dtypes and labels against the spec
+    (values of the first ``rows`` samples); a one-line summary, or :class:`DataError`."""
+    x, y = _call_custom(spec)
+    x_part, labels = _checked(spec, x, y, rows)
+    present = len(np.unique(labels))
+    return (
+        f"{spec.dataset} returned {len(labels):,} samples of shape {list(x_part.shape[1:])} "
+        f"({np.asarray(x).dtype}), labels {labels.min()} .. {labels.max()} ({present} of {spec.classes} classes)"
+    )
+
+
+def _custom(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+    return _checked(spec, *_call_custom(spec))
 
 
 def load_arrays(spec: DataSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,8 +10,11 @@ from rich.table import Table
 
 from resnas.arch import Architecture
 from resnas.cli._app import app, console
-from resnas.space import Choice, FloatRange, IntRange, json_schema, load_space, sample, space_size
+from resnas.cli._options import AllowCodeOpt, allow_code_if
+from resnas.errors import SpecError
+from resnas.space import Choice, FloatRange, IntRange, SearchSpace, json_schema, load_space, sample, space_size
 from resnas.space._model import MAX_SEED
+from resnas.space._yaml import format_path, line_of
 
 SpecArg = Annotated[str, typer.Argument(help="A search-space spec (YAML).", show_default=False)]
 
@@ -70,13 +73,40 @@ def architecture_summary(arch: Architecture) -> str:
     )
 
 
+def check_code_data(space: SearchSpace) -> str:
+    """A code dataset, called once and checked against the spec; what was (or was not) checked."""
+    from resnas.data import ALLOW_CODE, DataError, check_code_dataset, code_allowed, is_code_dataset
+
+    data = space.spec.data
+    if not is_code_dataset(data.dataset):
+        return ""
+    if not code_allowed():
+        return (
+            f"data: {data.dataset} not imported, so not checked; run validate with --allow-code "
+            f"(or {ALLOW_CODE}=1) to call it once and check its shapes, dtypes and labels"
+        )
+    try:
+        return "data checked: " + check_code_dataset(data)
+    except DataError as exc:
+        path = ("data", "dataset")
+        raise SpecError(
+            str(exc).removeprefix("data.dataset: "), format_path(path), line_of(space.lines, path), space.source
+        ) from None
+
+
 @app.command()
-def validate(spec: SpecArg) -> None:
-    """Check a spec; print its searchable parameters, space size and one sampled architecture."""
+def validate(spec: SpecArg, allow_code: AllowCodeOpt = False) -> None:
+    """Check a spec; print its searchable parameters, space size and one sampled architecture.
+
+    With --allow-code, a 'module:function' dataset is called once and what it returns is checked."""
+    allow_code_if(allow_code)
     space = load_space(spec)
+    checked = check_code_data(space)
     shape = "x".join(map(str, space.input_shape))
     console.print(f"[bold]{space.name}[/bold]  spec hash {space.hash}  ok", highlight=False)
     console.print(f"data: {space.spec.data.dataset}, input {shape}, {space.num_classes} classes", highlight=False)
+    if checked:
+        console.print(checked, highlight=False)
     params = space.searchable()
     table = Table(title="searchable parameters", title_justify="left")
     table.add_column("path")
@@ -121,6 +151,15 @@ def show(
 
 
 @app.command()
-def schema() -> None:
-    """Print the JSON Schema of the spec language (for editors and CI checks)."""
+def schema(
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the reference of every key (docs/spec.md) instead.")
+    ] = False,
+) -> None:
+    """Print the JSON Schema of the spec language (for editors and CI checks), or its reference."""
+    if markdown:
+        from resnas.space._docs import reference_markdown
+
+        print(reference_markdown(), end="")
+        return
     print(json.dumps(json_schema(), indent=2, sort_keys=True))

@@ -6,7 +6,6 @@ re-validates.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -14,7 +13,6 @@ import math
 import re
 import stat
 import typing
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -24,8 +22,16 @@ from pydantic import BaseModel, ValidationError
 from resnas.errors import SpecError
 from resnas.space._families import check_families
 from resnas.space._layout import Rules, make_blocks, placements
-from resnas.space._model import SpecModel
-from resnas.space._values import Choice, FloatRange, IntRange, discrete_values, high_value, is_searchable
+from resnas.space._model import BUILTIN_DATASETS, SpecModel
+from resnas.space._values import (
+    Choice,
+    FloatRange,
+    IntRange,
+    did_you_mean,
+    discrete_values,
+    high_value,
+    is_searchable,
+)
 from resnas.space._yaml import MAX_BYTES, Path, format_path, line_of, load_yaml
 
 # Input shape (without batch) and class count of the built-in datasets.
@@ -100,7 +106,17 @@ def canonical(raw: dict[str, Any]) -> dict[str, Any]:
             out[section].pop(key, None)
     for (key,) in [p for p in _NOT_IN_HASH if len(p) == 1]:
         out.pop(key, None)
+    if isinstance(out.get("objectives"), list):
+        out["objectives"] = [_long_objective(o) for o in out["objectives"]]
     return out
+
+
+def _long_objective(objective: Any) -> Any:
+    """``{val_accuracy: maximize}`` hashes as ``{metric: val_accuracy, direction: maximize}``."""
+    if isinstance(objective, dict) and len(objective) == 1 and not {"metric", "direction"} & set(objective):
+        ((metric, direction),) = objective.items()
+        return {"metric": metric, "direction": direction}
+    return objective
 
 
 def data_shape(spec: SpecModel) -> tuple[tuple[int, ...], int]:
@@ -159,16 +175,47 @@ _BOUNDS = {
 }
 
 
-def _unknown_key(key: Any) -> str:
+def _model_at(loc: Path) -> type[BaseModel] | None:
+    """The section (model class) that the mapping at YAML path ``loc`` is read as."""
+    model: type[BaseModel] = SpecModel
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return None
+        found = [t for t in _models_in(info.annotation) if t is not model]
+        if not found:
+            return None
+        model = found[0]
+    return model
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _unknown_key(key: Any, parent: Path) -> str:
     message = f"unknown key {key!r}"
     text = str(key)
     odd = [c for c in text if not c.isascii()]
     if odd:
         message += f" (it contains {', '.join(f'{c!r} U+{ord(c):04X}' for c in odd[:2])}, not an ASCII letter)"
-    close = difflib.get_close_matches(unicodedata.normalize("NFKD", text).lower(), _KNOWN_KEYS, n=1, cutoff=0.6)
-    if close:
-        message += f"; did you mean {close[0]!r}?"
+    model = _model_at(parent)
+    valid = list(model.model_fields) if model is not None else []
+    message += did_you_mean(text, valid) or did_you_mean(text, _KNOWN_KEYS)
+    if valid:
+        message += f" (valid keys: {', '.join(valid)})"
     return message
+
+
+def _literal_hint(err: dict) -> str:
+    """The closest of the values a literal error lists, for a misspelt string."""
+    if not isinstance(err["input"], str):
+        return ""
+    return did_you_mean(err["input"], re.findall(r"'([^']*)'", err["ctx"]["expected"]))
 
 
 def _pick(errors: list) -> dict:
@@ -180,6 +227,9 @@ def _pick(errors: list) -> dict:
                 return err
     first = errors[0]
     same = [e for e in errors if e["loc"][: len(first["loc"]) - 1] == first["loc"][:-1] or e["loc"] == first["loc"]]
+    for err in same:  # a misspelt word beside a number ("al" for count: all) is closest to the word
+        if err["type"] == "literal_error" and _literal_hint(err):
+            return err
     for err in same:
         if err["type"] == "value_error":
             return err
@@ -192,7 +242,9 @@ def _pydantic_error(exc: ValidationError, lines: dict[Path, int], source: str) -
     kind = err["type"]
     if kind == "extra_forbidden":
         parent = loc[:-1]
-        return SpecError(_unknown_key(loc[-1]), format_path(parent) or "(top level)", line_of(lines, loc), source)
+        return SpecError(
+            _unknown_key(loc[-1], parent), format_path(parent) or "(top level)", line_of(lines, loc), source
+        )
     if kind == "missing":
         message = "required key is missing"
     elif kind in _MESSAGES:
@@ -201,7 +253,7 @@ def _pydantic_error(exc: ValidationError, lines: dict[Path, int], source: str) -
         word, key = _BOUNDS[kind]
         message = f"must be {word} {err['ctx'][key]:,}, got {err['input']!r}"
     elif kind == "literal_error":
-        message = f"expected {err['ctx']['expected']}, got {err['input']!r}"
+        message = f"expected {err['ctx']['expected']}, got {err['input']!r}{_literal_hint(err)}"
     else:
         message = err["msg"].removeprefix("Value error, ")
     return SpecError(message, format_path(loc) or "(top level)", line_of(lines, loc), source)
@@ -313,13 +365,18 @@ class _Checker:
         if data.dataset not in DATASET_SHAPES and data.dataset != "synthetic":
             if not _CUSTOM_DATASET.match(data.dataset):
                 self.fail(
-                    f"unknown dataset {data.dataset!r}: use digits, mnist1d, synthetic, cifar10 "
-                    "or 'package.module:function'",
+                    f"unknown dataset {data.dataset!r}{did_you_mean(data.dataset, BUILTIN_DATASETS)} "
+                    "(use digits, mnist1d, synthetic, cifar10 or 'module:function', your own function "
+                    "returning (x, y))",
                     "data",
                     "dataset",
                 )
         if data.dataset not in DATASET_SHAPES and (data.shape is None or data.classes is None):
-            self.fail(f"dataset {data.dataset!r} needs 'shape' and 'classes'", "data", "dataset")
+            self.fail(
+                f"dataset {data.dataset!r} needs 'shape' (of one sample, channels first) and 'classes'",
+                "data",
+                "dataset",
+            )
         if data.dataset == "cifar10" and not data.path:
             self.fail("cifar10 needs 'path': the directory with data_batch_1.bin ... test_batch.bin", "data")
         if data.val_fraction + data.test_fraction >= 1:
@@ -334,9 +391,10 @@ class _Checker:
         shape = data_shape(self.spec)[0]
         want = {"conv2d": 3, "conv1d": 2}.get(kind)
         if want is not None and len(shape) != want:
+            fits = {3: "conv2d", 2: "conv1d"}.get(len(shape))
             self.fail(
                 f"a {kind} network needs {want}-dimensional inputs (channels first), "
-                f"but the data has shape {list(shape)}",
+                f"but the data has shape {list(shape)}: use kind: {fits + ' or mlp' if fits else 'mlp'}",
                 "network",
                 "kind",
             )

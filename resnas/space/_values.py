@@ -7,7 +7,10 @@ or a :class:`Choice`, and its JSON Schema says the same so editors can check spe
 
 from __future__ import annotations
 
+import difflib
 import math
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -65,6 +68,16 @@ def high_value(value: Any) -> Any:
     return value
 
 
+def did_you_mean(value: Any, options: Iterable[Any]) -> str:
+    """``"; did you mean 'x'?"`` when ``value`` is close to one of ``options``, else ``""``."""
+    names = {str(o): o for o in options}
+    text = unicodedata.normalize("NFKD", str(value)).lower()
+    close = difflib.get_close_matches(text, list(names), n=1, cutoff=0.6)
+    if not close and len(text) >= 3:  # an abbreviation: max for maximize
+        close = [n for n in names if n.lower().startswith(text)][:1]
+    return f"; did you mean {names[close[0]]!r}?" if close else ""
+
+
 def _scalar(kind: str, value: Any, allowed: tuple | None, minimum: float | None, maximum: float | None = None) -> Any:
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
@@ -87,7 +100,7 @@ def _scalar(kind: str, value: Any, allowed: tuple | None, minimum: float | None,
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {value!r}")
     if allowed is not None and value not in allowed:
-        raise ValueError(f"{value!r} is not one of {', '.join(map(str, allowed))}")
+        raise ValueError(f"{value!r} is not one of {', '.join(map(str, allowed))}{did_you_mean(value, allowed)}")
     if minimum is not None and value < minimum:
         raise ValueError(f"must be at least {minimum}, got {value!r}")
     if maximum is not None and value > maximum:
@@ -120,6 +133,7 @@ def _parse(kind: str, value: Any, allowed: tuple | None, minimum: float | None, 
         raise ValueError(
             f"a searchable value is one of {{int: [lo, hi]}}, {{float: [lo, hi]}} or "
             f"{{choice: [...]}}, got keys {sorted(map(str, value))}"
+            + (did_you_mean(next(iter(value)), ("int", "float", "choice")) if len(value) == 1 else "")
         )
     form = forms[0]
     if form == "choice":
@@ -175,16 +189,33 @@ def _schema(kind: str, allowed: tuple | None, minimum: float | None, maximum: fl
             scalar["maximum"] = maximum
     choice = {
         "type": "object",
-        "properties": {"choice": {"type": "array", "items": scalar, "minItems": 1, "uniqueItems": True}},
+        "properties": {
+            "choice": {
+                "type": "array",
+                "items": scalar,
+                "minItems": 1,
+                "uniqueItems": True,
+                "description": "Search over these values.",
+            }
+        },
         "required": ["choice"],
         "additionalProperties": False,
     }
     any_of = [scalar, choice]
     if allowed is None and kind in ("int", "float"):
-        bound = {"type": "array", "items": scalar, "minItems": 2, "maxItems": 2}
-        props: dict = {kind: bound, "log": {"type": "boolean"}}
+        bound = {
+            "type": "array",
+            "items": scalar,
+            "minItems": 2,
+            "maxItems": 2,
+            "description": "Search [low, high], both included.",
+        }
+        log = {"type": "boolean", "description": "Sample on a log scale (low > 0)."}
+        props: dict = {kind: bound, "log": log}
         props["step"] = (
-            {"type": "integer", "minimum": 1} if kind == "int" else {"type": "number", "exclusiveMinimum": 0}
+            {"type": "integer", "minimum": 1, "description": "Only every step-th value from low."}
+            if kind == "int"
+            else {"type": "number", "exclusiveMinimum": 0, "description": "Only multiples of step from low."}
         )
         any_of.append({"type": "object", "properties": props, "required": [kind], "additionalProperties": False})
     return {"anyOf": any_of}
