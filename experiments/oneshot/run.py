@@ -199,6 +199,7 @@ def report(url: str, results: Path) -> None:
             # The share of the random trials the derived network matches or beats, in per cent.
             "percentile": 100.0 * float((accs <= derived.values[0]).mean()),
             "random_flops": r_flops,
+            "random_accs": [float(a) for a in accs],
             "flops_ratio": flops / r_flops,
             "seconds_ratio": seconds / r_seconds,
             "flops": flops,
@@ -250,15 +251,22 @@ def report(url: str, results: Path) -> None:
         lines.append(f"| {sampler} | {at1} | {at4}{note} |")
     lines += [
         "",
-        "| supernet | selection | val_acc (mean ± sd, 3 seeds) | connections per seed |",
-        "|---|---|---:|---:|",
+        "| supernet | selection | val_acc (mean ± sd, 3 seeds) | connections per seed | percentile among random |",
+        "|---|---|---:|---:|---:|",
     ]
     for config in configs():
         for key in ("perturbation", "magnitude", "perturbation_no_count_limit"):
             found = [r["ablations"][config].get(key) for r in rows]
             if all(found):
                 accs = [f["val_accuracy"] for f in found]
-                lines.append(f"| {config} | {key} | {mean_sd(accs)} | {[f['connections'] for f in found]} |")
+                pct = [
+                    100.0 * float((np.array(r["random_accs"]) <= f["val_accuracy"]).mean()) for r, f in zip(rows, found)
+                ]
+                summary.setdefault("selections", {})[f"{config}/{key}"] = {"val_accuracy": accs, "percentile": pct}
+                lines.append(
+                    f"| {config} | {key} | {mean_sd(accs)} | {[f['connections'] for f in found]} | "
+                    f"{', '.join(f'{p:.0f}' for p in pct)} |"
+                )
     lines += [
         "",
         "| supernet | seed | placements | non-none weight > 0.5 at the end | positive perturbation importance |",
