@@ -14,19 +14,95 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu") -> int:
-    """Forward + backward FLOPs of one training sample, from ``torch.utils.flop_counter``.
+# Leaf modules that run no operation ``FlopCounterMode`` counts (it counts matrix products,
+# convolutions and attention only).
+_NO_FLOPS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.ReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Hardswish,
+    nn.Identity,
+    nn.Flatten,
+    nn.Dropout,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.ModuleList,  # containers: never called themselves
+    nn.ModuleDict,
+    nn.Sequential,
+)
 
-    Counted on a batch of two (batch norm needs more than one sample in train mode).
+
+def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu") -> int:
+    """Forward + backward FLOPs of one training sample, as ``torch.utils.flop_counter`` counts them.
+
+    Counted on a batch of two (batch norm needs more than one sample in train mode). A model
+    made of convolutions, linear layers and layers without FLOPs (every resnas network but
+    attention) is counted from the shapes its layers see in one forward pass, with the
+    counter's own formulas: the same figure without ``FlopCounterMode``, whose first use in a
+    process costs about a second (it imports ``torch._dynamo``). Any other model goes
+    through ``FlopCounterMode``.
     """
     was_training = model.training
     model.train()
     x = torch.randn(2, *input_shape, device=device)
-    with FlopCounterMode(display=False) as counter:
-        model(x).sum().backward()
-    model.zero_grad(set_to_none=True)
-    model.train(was_training)
-    return counter.get_total_flops() // 2
+    try:
+        total = _counted_by_shapes(model, x)
+        if total is None:
+            with FlopCounterMode(display=False) as counter:
+                model(x).sum().backward()
+            total = counter.get_total_flops()
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return total // 2
+
+
+def _counted_by_shapes(model: nn.Module, x: torch.Tensor) -> int | None:
+    """FLOPs of a forward and backward pass from layer shapes; None if a layer is not one we know."""
+    from torch.utils.flop_counter import conv_backward_flop, conv_flop_count
+
+    layers = (nn.Conv1d, nn.Conv2d, nn.Linear)
+    for m in model.modules():  # exact classes: a subclass may compute something else
+        if type(m) not in (*layers, *_NO_FLOPS) and not type(m).__module__.startswith("resnas."):
+            return None  # resnas's own modules add, concatenate, gate and pool: nothing counted
+    total = 0
+
+    def count(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        (inp,) = args
+        if isinstance(module, nn.Linear):
+            rows = inp.numel() // module.in_features
+            forward = 2 * rows * module.in_features * module.out_features
+            total += forward * (2 + inp.requires_grad)  # forward, weight gradient, input gradient
+            return
+        w = module.weight.shape
+        total += conv_flop_count(inp.shape, w, out.shape)
+        mask = [inp.requires_grad, module.weight.requires_grad, False]
+        grads = (inp.shape, w, None)  # the shapes of the input and weight gradients
+        total += conv_backward_flop(out.shape, inp.shape, w, *[None] * 4, False, None, None, mask, out_val=grads)
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if type(m) in layers]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
 
 
 def step_memory_mb(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, optimizer_slots: int) -> float:

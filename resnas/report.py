@@ -11,33 +11,39 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from resnas.search._objective import CONFIRMS
+from resnas.search._objective import CONFIRMS, FINISHED
 from resnas.search._progress import counts as trial_counts
 from resnas.search._progress import is_finished
-from resnas.search._storage import open_storage
+from resnas.search._storage import ResnasStorage, lean, open_storage
 from resnas.search._study import REQUESTED, SPEC_HASH
 
 TrialState = optuna.trial.TrialState
+# The user attributes the leaderboard, the confirmed table and the summary read.
+REPORT_KEYS = (
+    *(CONFIRMS, FINISHED, "metrics", "baseline", "connections", "kinds", "epochs", "fingerprint"),
+    *("repeat_of", "node", "host", "placements", "grad_profile", "scores"),
+)
 
 
 def pareto_ranks(values: np.ndarray, maximize: list[bool]) -> np.ndarray:
-    """Non-dominated sorting: rank 1 is the Pareto front, rank 2 the front without it, ..."""
-    signed = np.where(maximize, -values, values)  # minimise everything
-    n = len(signed)
-    ranks = np.zeros(n, dtype=int)
-    remaining = set(range(n))
-    rank = 0
-    while remaining:
-        rank += 1
-        front = [
-            i
-            for i in remaining
-            if not any(np.all(signed[j] <= signed[i]) and np.any(signed[j] < signed[i]) for j in remaining)
-        ]
-        for i in front:
-            ranks[i] = rank
-        remaining -= set(front)
-    return ranks
+    """Non-dominated sorting: rank 1 is the Pareto front, rank 2 the front without it, ...
+    (Optuna's fast non-dominated sort, as NSGA-II ranks its population)."""
+    from optuna.study._multi_objective import _fast_non_domination_rank
+
+    signed = np.where(maximize, -values, values).astype(float)  # minimise everything
+    if len(signed) == 0:
+        return np.zeros(0, dtype=int)
+    return np.asarray(_fast_non_domination_rank(signed), dtype=int) + 1
+
+
+def finished_trials(study: optuna.Study, keys: tuple[str, ...] = REPORT_KEYS) -> list:
+    """The study's COMPLETE and PRUNED trials, read once: from a resnas storage with only the
+    user attributes in ``keys`` (plain SQL), from any other storage as Optuna's trials."""
+    store = getattr(study._storage, "_backend", study._storage)
+    states = (TrialState.COMPLETE, TrialState.PRUNED)
+    if isinstance(store, ResnasStorage):
+        return store.trial_records(study._study_id, keys, states)
+    return study.get_trials(deepcopy=False, states=states)
 
 
 def _row(t: optuna.trial.FrozenTrial, names: list[str]) -> dict:
@@ -65,13 +71,13 @@ def _row(t: optuna.trial.FrozenTrial, names: list[str]) -> dict:
     return row
 
 
-def leaderboard(study: optuna.Study, include_partial: bool = False) -> pd.DataFrame:
+def leaderboard(study: optuna.Study, include_partial: bool = False, trials: list | None = None) -> pd.DataFrame:
     """Finished trials ranked by the objective (by Pareto rank, then the first objective, for
     several). Trials stopped early by a pruner or scheduler rank below fully trained ones
-    unless ``include_partial``."""
+    unless ``include_partial``. ``trials``: :func:`finished_trials` already read."""
     names = study.metric_names or [f"objective{i}" for i in range(len(study.directions))]
     maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
-    trials = [t for t in study.get_trials(deepcopy=False) if is_finished(t)]
+    trials = [t for t in (finished_trials(study) if trials is None else trials) if is_finished(t)]
     df = pd.DataFrame([_row(t, names) for t in trials])
     if df.empty:
         return pd.DataFrame(columns=["rank", "trial", "state", *names, "fingerprint"])
@@ -90,19 +96,23 @@ def leaderboard(study: optuna.Study, include_partial: bool = False) -> pd.DataFr
     return df.reset_index(drop=True)
 
 
-def confirmed(study: optuna.Study) -> pd.DataFrame:
+def confirmed(study: optuna.Study, trials: list | None = None) -> pd.DataFrame:
     """Trials retrained with more seeds (``--confirm``), ranked by the mean of the first
-    objective over all their seeds; mean, std (n-1) and the number of seeds."""
+    objective over all their seeds; mean, std (n-1) and the number of seeds.
+    ``trials``: :func:`finished_trials` already read."""
     name = (study.metric_names or ["value"])[0]
     sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    trials = study.get_trials(deepcopy=False)
+    trials = finished_trials(study) if trials is None else trials
+    by_number = {t.number: t for t in trials}
     runs: dict[int, list[float]] = {}
     for t in trials:
         if t.state == TrialState.COMPLETE and CONFIRMS in t.user_attrs:
             runs.setdefault(int(t.user_attrs[CONFIRMS]), []).append(t.values[0])
     rows = []
     for number, extra in runs.items():
-        original = trials[number]
+        original = by_number.get(number)
+        if original is None or original.values is None:
+            continue
         values = [original.values[0], *extra]
         attrs = original.user_attrs
         rows.append(
@@ -126,15 +136,19 @@ def confirmed(study: optuna.Study) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def summary(study: optuna.Study) -> str:
+def summary(
+    study: optuna.Study, trials: list | None = None, board: pd.DataFrame | None = None, sure: pd.DataFrame | None = None
+) -> str:
     """One line: the best trial (by confirmed mean where there is one) and how far it is above
-    each baseline on the first objective."""
-    board = leaderboard(study)
+    each baseline on the first objective. ``trials``, ``board``, ``sure``: already read or built."""
+    if board is None or sure is None:
+        trials = finished_trials(study) if trials is None else trials
+    board = leaderboard(study, trials=trials) if board is None else board
     board = board[board["state"] == "COMPLETE"]
     if board.empty:
         return "no finished trials"
     name = (study.metric_names or ["value"])[0]
-    sure = confirmed(study)
+    sure = confirmed(study, trials) if sure is None else sure
     if not sure.empty:
         best, value = int(sure["trial"][0]), float(sure[f"{name} mean"][0])
         what = f"best: trial {best}, {name} {value:.4f} (mean of {int(sure['seeds'][0])} seeds)"
@@ -155,13 +169,14 @@ def studies(storage: str | None = None) -> pd.DataFrame:
     """Every study in the storage with its progress."""
     store = open_storage(storage, heartbeat=False, must_exist=True, write=False)
     rows = []
-    for summary in sorted(optuna.get_all_study_summaries(store, include_best_trial=False), key=lambda s: s.study_name):
-        study = optuna.load_study(study_name=summary.study_name, storage=store)
+    # Optuna's study summaries load every trial of every study; the names are all this needs.
+    for name in sorted(optuna.get_all_study_names(store)):
+        study = optuna.load_study(study_name=name, storage=lean(store))
         counts = trial_counts(study)  # counted in the database, no trial loaded
         count = {s: counts.by_state.get(s, 0) for s in TrialState}
         rows.append(
             {
-                "study": summary.study_name,
+                "study": name,
                 "finished": counts.finished,
                 "requested": study.user_attrs.get(REQUESTED),
                 "complete": count[TrialState.COMPLETE],
@@ -188,4 +203,4 @@ def studies(storage: str | None = None) -> pd.DataFrame:
     )
 
 
-__all__ = ["confirmed", "leaderboard", "pareto_ranks", "studies", "summary"]
+__all__ = ["confirmed", "finished_trials", "leaderboard", "pareto_ranks", "studies", "summary"]

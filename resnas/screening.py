@@ -48,18 +48,24 @@ def candidate_diagnostics(space: SearchSpace, candidate: Candidate, seed: int) -
     }
 
 
-def record_diagnostics(trial: optuna.Trial, space: SearchSpace, candidate: Candidate, seed: int) -> dict[str, float]:
-    """Record :func:`candidate_diagnostics` on the trial (once: screening may have done it)."""
+def record_diagnostics(
+    trial: optuna.Trial, space: SearchSpace, candidate: Candidate, seed: int, into: dict | None = None
+) -> dict[str, float]:
+    """Record :func:`candidate_diagnostics` on the trial (once: screening may have done it);
+    with ``into``, add them to that dict instead, for the caller's next write."""
     if "scores" in trial.user_attrs:
         return trial.user_attrs["scores"]
     try:
         record = candidate_diagnostics(space, candidate, seed)
     except Exception as exc:  # a score that cannot be computed never costs the trial
-        trial.set_user_attr("scores_error", f"{type(exc).__name__}: {exc}"[:300])
-        return {}
-    for key, value in record.items():
-        trial.set_user_attr(key, value)
-    return record["scores"]
+        record = {"scores_error": f"{type(exc).__name__}: {exc}"[:300]}
+    if into is not None:
+        into.update(record)
+    else:
+        from resnas.search._storage import set_trial_attrs
+
+        set_trial_attrs(trial, record)  # one write
+    return record.get("scores", {})
 
 
 def _heartbeat(study: optuna.Study, trial: optuna.Trial):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnas.data import Splits
+
+# Called as hook(epoch, epochs, metrics) after every epoch of every train() in this process,
+# before ``report``: progress displays and trackers watch training through these. A hook must
+# not raise; one that does is dropped from this call (training never fails for a display).
+EPOCH_HOOKS: list[Callable[[int, int, dict[str, float]], None]] = []
+
+
+@contextmanager
+def epoch_hook(hook: Callable[[int, int, dict[str, float]], None]) -> Iterator[None]:
+    """Call ``hook(epoch, epochs, metrics)`` after every epoch of any training inside the block."""
+    EPOCH_HOOKS.append(hook)
+    try:
+        yield
+    finally:
+        EPOCH_HOOKS.remove(hook)
 
 
 class StopRequested(Exception):
@@ -163,6 +179,11 @@ def train(
                 "train_seconds": time.perf_counter() - start,
             }
             history.append(metrics)
+            for hook in list(EPOCH_HOOKS):
+                try:
+                    hook(epoch, epochs, metrics)
+                except Exception:
+                    pass
             if report is not None:
                 report(epoch, metrics)
     except TrialFailure:

@@ -22,6 +22,9 @@ TINY = ROOT / "tests" / "data" / "tiny.yaml"
 # machine: a new process importing torch and opening its study, and one trial of TINY.
 START_S = 180
 TRIAL_S = 120
+# A process told to stop (a signal, its parent gone) abandons its trial after RESNAS_ABANDON_SECONDS
+# (2 s), records it and exits: a few seconds, with the same margin.
+STOP_S = 60
 
 
 def resnas_cmd(*args: object) -> list[str]:
@@ -127,3 +130,87 @@ def flaky_digits():
         raise RuntimeError(f"the flaky loader failed (call {calls + 1})")
     digits = load_digits()
     return digits.images[:, None].astype("float32") / 16, digits.target
+
+
+def assert_obeys_spec(space, arch, available: int | None = None) -> None:
+    """``arch`` obeys its spec's ``residual`` section, checked from the spec's words: every
+    connection's placement, span, scope, kind and merge; the count (``all``: ``available``,
+    the placements there are, when given)."""
+    from resnas.space._values import discrete_values
+
+    res = space.spec.residual
+    spans = set(discrete_values(res.span))
+    pairs = [(c.src, c.dst) for c in arch.connections]
+    assert len(set(pairs)) == len(pairs), "a placement is used twice"
+    n = len(arch.connections)
+    if res.count != "all":
+        counts = discrete_values(res.count)
+        assert min(counts) <= n <= max(counts)
+    elif available is not None:
+        assert n == available
+    for c in arch.connections:
+        assert 0 <= c.src < c.dst <= arch.num_blocks
+        assert c.span in spans
+        if res.scope == "stage":
+            assert arch.blocks[c.src].stage == arch.blocks[c.dst - 1].stage
+        same = arch.channels_at(c.src) == arch.channels_at(c.dst) and arch.stride_between(c.src, c.dst) == 1
+        if c.merge == "concat":  # carries h unchanged, so needs one spatial size (not one width)
+            assert c.kind == "identity" and arch.stride_between(c.src, c.dst) == 1
+            assert "concat" in discrete_values(res.merge)
+        elif c.kind == "identity":
+            assert same, "identity where shapes differ"
+            assert "identity" in res.kinds or "pad" in res.kinds
+        elif c.kind == "pad":
+            assert not same and arch.channels_at(c.dst) >= arch.channels_at(c.src)
+            assert "pad" in res.kinds or ("identity" in res.kinds and res.on_shape_change == "pad")
+        elif c.kind == "projection":
+            assert "projection" in res.kinds or (
+                not same and "identity" in res.kinds and res.on_shape_change == "projection"
+            )
+        else:
+            assert c.kind == "gated" and "gated" in res.kinds
+            assert c.shortcut == "identity" if same else c.shortcut in ("projection", "pad")
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, session id, start time in clock ticks) of process ``pid``, from /proc; None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[3]), int(fields[19])
+
+
+def process_start(pid: int) -> int | None:
+    stat = _stat(pid)
+    return None if stat is None else stat[2]
+
+
+def session_pids(sid: int, since: int) -> list[int]:
+    """Live processes of session ``sid`` started at or after clock tick ``since``: everything a child
+    started with ``start_new_session=True`` left, including Ray workers in process groups of their own."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat and stat[0] not in ("Z", "X") and stat[1] == sid and stat[2] >= since:
+                pids.append(int(entry.name))
+    return pids
+
+
+def kill_session(sid: int, since: int, within: float = 30) -> None:
+    """SIGKILL, by pid, every process of session ``sid`` (see ``session_pids``) until none is left."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + within
+    while pids := session_pids(sid, since):
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes {pids} of session {sid} outlived SIGKILL for {within:g} s")
+        time.sleep(0.1)

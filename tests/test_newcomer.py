@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, START_S, TRIAL_S
 
 SECTION = "## Your own dataset in 10 lines"
 
@@ -56,14 +56,14 @@ def test_newcomer_runs_the_readme_quickstart(tmp_path):
     for name, body in files.items():
         (tmp_path / name).write_text(body)
     validate, search, export = runs
-    proc = _run(validate, tmp_path, 120)
+    proc = _run(validate, tmp_path, START_S + TRIAL_S)  # validate calls the data function
     assert proc.returncode == 0, proc.stderr
     assert "data checked: mydata:load returned 178 samples of shape [13]" in proc.stdout
     assert "(3 of 3 classes)" in proc.stdout
-    proc = _run([*search, "--trials", "3"], tmp_path, 300)
+    proc = _run([*search, "--trials", "3"], tmp_path, START_S + 3 * TRIAL_S)
     assert proc.returncode == 0, proc.stderr
     assert "best: trial" in proc.stdout
-    proc = _run(export, tmp_path, 120)
+    proc = _run(export, tmp_path, START_S + TRIAL_S)  # --weights trains the best candidate again
     assert proc.returncode == 0, proc.stderr
     out = export[export.index("-o") + 1]
     weights = export[export.index("--weights") + 1]
@@ -96,4 +96,10 @@ def test_a_broken_data_function_is_refused_by_validate_in_one_line(tmp_path, mon
     assert (
         refused() == "error: wine.yaml:3: data.dataset: mydata:load raised NameError: name 'load_wines' is not defined"
     )
+    assert not (tmp_path / "resnas.db").exists()
+    # search refuses it the same way before anything is stored: no study, no failed trials.
+    monkeypatch.delitem(sys.modules, "mydata", raising=False)
+    code, out, err = run_cli("search", "wine.yaml", "--allow-code", "--trials", "1")
+    assert code == 2 and "Traceback" not in out + err
+    assert err.strip().endswith("mydata:load raised NameError: name 'load_wines' is not defined")
     assert not (tmp_path / "resnas.db").exists()

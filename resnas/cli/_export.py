@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -62,5 +63,18 @@ def export(
             f"wrote {result.weights} ({result.weights_source}); test accuracy {result.test_accuracy:.4f}",
             highlight=False,
         )
+    if result.retrained is not None:
+        r = result.retrained
+        again = ", ".join(f"{k} {v!r}" for k, v in r["metrics"].items())
+        if r["recorded"] and all(r["metrics"].get(k) == v for k, v in r["recorded"].items()):
+            note = "as recorded"
+        else:
+            note = "recorded: " + (", ".join(f"{k} {v!r}" for k, v in r["recorded"].items()) or "none")
+        console.print(
+            f"retrained with seed {r['seed']} and {r['torch_threads']} torch threads: {again} ({note})",
+            highlight=False,
+        )
     for extra in result.extra:
         console.print(f"wrote {extra}", highlight=False)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)

@@ -108,15 +108,20 @@ def print_leaderboard(
     columns: list[str] | None = None,
     wide: bool = False,
 ) -> None:
-    """The compact table (fits ``DEFAULT_WIDTH`` columns), or every column with ``wide``."""
+    """The compact table (fits ``DEFAULT_WIDTH`` columns), or every column with ``wide``; with
+    ``top``, the best ``top`` rows and a line saying how many more there are."""
     shown = df.head(top) if top else df
     if wide:
         cols = [c for c in df.columns if c not in ("node",)]
-        Console(width=1000, file=console.file, highlight=False).print(table(shown, title, cols))
-        return
-    cols = columns or default_columns(df, names)
-    width = min(console.width, DEFAULT_WIDTH) if sys.stdout.isatty() else DEFAULT_WIDTH
-    Console(width=width, file=console.file, highlight=False).print(table(shown, title, cols, width))
+        out = Console(width=1000, file=console.file, highlight=False)
+        out.print(table(shown, title, cols))
+    else:
+        cols = columns or default_columns(df, names)
+        width = min(console.width, DEFAULT_WIDTH) if sys.stdout.isatty() else DEFAULT_WIDTH
+        out = Console(width=width, file=console.file, highlight=False)
+        out.print(table(shown, title, cols, width))
+    if len(shown) < len(df):
+        out.print(f"… {len(df) - len(shown)} more, see `resnas leaderboard`", highlight=False, markup=False)
 
 
 def _columns(df, option: str | None) -> list[str] | None:
@@ -152,12 +157,13 @@ def leaderboard_cmd(
 ) -> None:
     """The finished trials of a study, ranked (Pareto rank first, for several objectives)."""
     from resnas.cli._search import print_results, quiet_optuna
-    from resnas.report import leaderboard
+    from resnas.report import finished_trials, leaderboard
     from resnas.search import load_study
 
     quiet_optuna()
     st = load_study(study, storage)
-    df = leaderboard(st, include_partial)
+    trials = finished_trials(st)  # read once, for the table, the confirmed runs and the summary
+    df = leaderboard(st, include_partial, trials)
     cols = _columns(df, columns)
     machine = df[cols] if cols else df
     if csv:
@@ -173,4 +179,4 @@ def leaderboard_cmd(
         return
     names = st.metric_names or [f"objective{i}" for i in range(len(st.directions))]
     print_leaderboard(df, f"leaderboard: {st.study_name}", names, top, cols, wide)
-    print_results(st)
+    print_results(st, trials, None if include_partial else df)

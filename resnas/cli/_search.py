@@ -49,6 +49,15 @@ def search(
         int | None, typer.Option("--trials", "-n", min=1, help="Finished trials wanted in the study, in total.")
     ] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes on this machine.")] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="Torch threads per worker, recorded on each trial (torch_threads) "
+            "[default: the cores divided among --jobs workers; one process: torch's default].",
+        ),
+    ] = None,
     backend: Annotated[str, typer.Option("--backend", help="optuna or ray.")] = "optuna",
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 [default: auto].")] = None,
     trial_timeout: Annotated[
@@ -72,6 +81,15 @@ def search(
         str | None,
         typer.Option("--artifacts", help="Artifact directory [default: resnas-artifacts beside the database]."),
     ] = None,
+    log: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--log",
+            metavar="KIND:DIR",
+            help="Log each trial as a run (params, per-epoch metrics, final costs): mlflow:DIR (or a tracking URI) "
+            "or tensorboard:DIR; repeatable. Needs pip install 'resnas[tracking]'.",
+        ),
+    ] = None,
     top: Annotated[int, typer.Option("--top", help="Rows of the final leaderboard.")] = 10,
     confirm: Annotated[
         int | None,
@@ -92,7 +110,7 @@ def search(
     """Search a spec (or resume a stored study) until the study has --trials finished trials."""
     quiet_optuna()
     allow_code_if(allow_code)
-    from resnas.report import leaderboard
+    from resnas.report import finished_trials, leaderboard
     from resnas.search import search as run_search
     from resnas.space import load_space
 
@@ -100,9 +118,17 @@ def search(
         raise typer.BadParameter(
             "the ray backend does not keep weights; use --backend optuna", param_hint="--keep-weights"
         )
+    if log:
+        from resnas.tracking import parse_targets
+
+        parse_targets(log)  # before anything is stored: a missing package or a bad target is one line
     space = load_space(spec) if spec else None
     if space is None and study is None:
         raise typer.BadParameter("give a spec file, or --study NAME to resume a stored study", param_hint="SPEC")
+    if space is not None:
+        from resnas.cli._space import check_code_data
+
+        check_code_data(space)  # a broken data function: one line (spec path and line), before any trial is stored
     result = run_search(
         space,
         storage=storage,
@@ -110,6 +136,8 @@ def search(
         trials=trials,
         backend=backend,
         jobs=jobs,
+        threads=threads,
+        log=tuple(log or ()),
         device=device,
         trial_timeout=trial_timeout,
         gpus_per_trial=gpus_per_trial,
@@ -124,18 +152,21 @@ def search(
         strategy=strategy,
     )
     names = result.metric_names or [f"objective{i}" for i in range(len(result.directions))]
-    print_leaderboard(leaderboard(result), f"leaderboard: {result.study_name}", names, top)
-    print_results(result)
+    done = finished_trials(result)  # read once
+    board = leaderboard(result, trials=done)
+    print_leaderboard(board, f"leaderboard: {result.study_name}", names, top)
+    print_results(result, done, board)
 
 
-def print_results(study) -> None:
-    """The confirmed trials (mean ± std over seeds) and the summary line against the baselines."""
+def print_results(study, trials=None, board=None) -> None:
+    """The confirmed trials (mean ± std over seeds) and the summary line against the baselines
+    (``trials``, ``board``: read and ranked already)."""
     from resnas.report import confirmed, summary
 
-    sure = confirmed(study)
+    sure = confirmed(study, trials)
     if not sure.empty:
         print_frame(sure, f"confirmed: {study.study_name} (ranked by the mean over seeds)", drop=("std",))
-    console.print(summary(study), highlight=False)
+    console.print(summary(study, trials, board, sure), highlight=False)
 
 
 @app.command()

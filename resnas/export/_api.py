@@ -6,6 +6,8 @@ import ast
 import builtins
 import keyword
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from resnas._redact import redact
 from resnas.arch import Architecture
 from resnas.data import load_data, require_code_allowed
 from resnas.errors import StudyError
-from resnas.export._source import class_name_for, export_source
+from resnas.export._source import class_name_for, export_source, training_header
 from resnas.nn import build
 from resnas.report import confirmed, leaderboard
 from resnas.search._storage import DEFAULT_STORAGE, storage_url
@@ -36,7 +38,9 @@ class ExportResult:
     weights: Path | None = None
     test_accuracy: float | None = None
     weights_source: str | None = None  # "artifact" or "retrained"
+    retrained: dict | None = None  # a retrained trial's validation metrics, threads and seed, beside the recorded
     extra: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # said to the user (the CLI prints them on stderr)
 
 
 def export_module(
@@ -109,29 +113,58 @@ def _artifact_weights(study: optuna.Study, chosen: optuna.trial.FrozenTrial, des
     return True
 
 
-def _weights(study, chosen, arch: Architecture, dest: Path, device: str | None) -> tuple[float, str]:
-    """Weights for ``arch`` in ``dest``; returns (test accuracy, where the weights came from)."""
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Torch's intra-op thread count set to ``threads`` for the block (None: left as it is)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def retrain(chosen: optuna.trial.FrozenTrial, arch: Architecture, data, dev: torch.device, seed: int):
+    """Train ``arch`` again as trial ``chosen`` was trained: its settings, seed and recorded torch
+    thread count (the thread count changes floating-point summation order; on the CPU the same
+    count gives the same weights and metrics bit for bit)."""
+    threads = chosen.user_attrs.get("torch_threads") if dev.type == "cpu" else None
+    torch.manual_seed(seed)
+    model = build(arch)
+    with torch_threads(threads):
+        result = train(model, data, chosen.user_attrs["train"], seed=seed, device=dev)
+    recorded = chosen.user_attrs.get("metrics", {})
+    return model, {
+        "seed": seed,
+        "torch_threads": threads or torch.get_num_threads(),
+        "metrics": {k: result.metrics[k] for k in ("val_accuracy", "val_loss", "train_loss")},
+        "recorded": {k: recorded[k] for k in ("val_accuracy", "val_loss", "train_loss") if k in recorded},
+    }
+
+
+def _weights(study, chosen, arch: Architecture, dest: Path, device: str | None) -> tuple[float, str, dict | None]:
+    """Weights for ``arch`` in ``dest``; returns (test accuracy, where the weights came from, the retrain's record)."""
     from safetensors.torch import load_model, save_model
 
     space = stored_space(study)
     data = load_data(space.spec.data, space.spec.search.seed)
     dev = resolve_device(device)
     model = build(arch)
+    record = None
     if _artifact_weights(study, chosen, dest):
         load_model(model, str(dest))
         source = "artifact"
         model.to(dev)
     else:
         seed = int(chosen.user_attrs.get("seed", space.spec.search.seed + chosen.number))
-        torch.manual_seed(seed)
-        model = build(arch)
-        train(model, data, chosen.user_attrs["train"], seed=seed, device=dev)
+        model, record = retrain(chosen, arch, data, dev, seed)
         model.to("cpu")
         save_model(model, str(dest))
         model.to(dev)
         source = "retrained"
     accuracy, _ = evaluate(model, data.x_test.to(dev), data.y_test.to(dev))
-    return accuracy, source
+    return accuracy, source, record
 
 
 def check_class_name(arch: Architecture, name: str) -> None:
@@ -205,10 +238,13 @@ def export_trial(
     result = ExportResult(out, chosen.number, why, arch.fingerprint)
     if weights is not None:
         result.weights = Path(weights)
-        result.test_accuracy, result.weights_source = _weights(st, chosen, arch, result.weights, device)
+        result.test_accuracy, result.weights_source, result.retrained = _weights(
+            st, chosen, arch, result.weights, device
+        )
         header.append(
             ("test accuracy", f"{result.test_accuracy!r} ({result.weights_source} weights: {result.weights.name})")
         )
+    header += training_header(chosen.user_attrs, stored_space(st).spec.data)
     header.append(("resnas version", resnas.__version__))
     command = ["resnas", "export", "--study", st.study_name, "--trial", str(chosen.number), "-o", out.name]
     if storage_url(storage) != DEFAULT_STORAGE:
@@ -218,8 +254,29 @@ def export_trial(
     header.append(("regenerate", shlex.join(command)))
     export_module(arch, out, class_name, header)
     if pt2 is not None:
-        result.extra.append(export_program(arch, pt2, result.weights))
+        _pt2(st, chosen, arch, Path(pt2), result)
     return result
+
+
+def _pt2(study: optuna.Study, chosen: optuna.trial.FrozenTrial, arch: Architecture, pt2: Path, result) -> None:
+    """The program with the written weights, else the weights the search kept; with neither, an
+    untrained program, said in a warning."""
+    if result.weights is not None:
+        result.extra.append(export_program(arch, pt2, result.weights))
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        kept = Path(tmp) / "kept.safetensors"
+        if _artifact_weights(study, chosen, kept):
+            result.extra.append(export_program(arch, pt2, kept))
+            result.warnings.append(f"{pt2}: holds the weights the search kept for trial {chosen.number}")
+            return
+    result.extra.append(export_program(arch, pt2, None))
+    result.warnings.append(
+        f"--pt2 {pt2}: trial {chosen.number} has no kept weights, so the program holds untrained (random) "
+        "weights; add --weights W.safetensors to retrain it (or search with --keep-weights)"
+    )
 
 
 def export_program(arch: Architecture, path: str | Path, weights: Path | None = None) -> Path:

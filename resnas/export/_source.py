@@ -11,13 +11,16 @@ deterministic (same architecture and header, same bytes) and formatted as
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from resnas.arch import Architecture, Connection
 from resnas.nn.layers import scale_shape_and_init
-from resnas.nn.network import drop_path_rates, scaled, token_count
+from resnas.nn.network import drop_path_rates, free_after, scaled, token_count
+from resnas.space._model import DataSpec
 
 ACT_CLASSES = {"relu": "nn.ReLU", "gelu": "nn.GELU", "silu": "nn.SiLU", "tanh": "nn.Tanh", "sigmoid": "nn.Sigmoid"}
 BLOCK_CLASSES = {
@@ -56,6 +59,9 @@ _DROP_PATH_SOURCE = (
     "        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)\n"
     "        return x * mask.div_(keep)\n"
 )
+
+# The same function as the builder's: one definition, copied verbatim.
+_FREE_AFTER_SOURCE = inspect.getsource(free_after)
 
 
 def class_name_for(study: str) -> str:
@@ -144,6 +150,8 @@ class _Writer:
             parts.append(_SCALE_SOURCE)
         if arch.drop_path > 0:
             parts.append(_DROP_PATH_SOURCE)
+        if arch.connections:
+            parts.append(_FREE_AFTER_SOURCE)
         if arch.init == "kaiming":
             parts.append(
                 "def init_kaiming(model: nn.Module) -> None:\n"
@@ -577,12 +585,17 @@ class _Writer:
         lines.append("        self.head = Head(num_classes)")
         if arch.init == "kaiming":
             lines.append("        init_kaiming(self)")
+        if arch.connections:
+            lines.append("        self.free_after = free_after(self.blocks)")
         lines += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
         if arch.connections:
             lines += [
-                "        h = [self.stem(x)]",
-                "        for block in self.blocks:",
+                "        h: list[torch.Tensor | None] = [self.stem(x)]",
+                "        for block, done in zip(self.blocks, self.free_after):",
                 "            h.append(block(h[-1], h))",
+                "            # Drop the inputs no later block reads: the forward holds only live ones.",
+                "            for k in done:",
+                "                h[k] = None",
                 "        return self.head(h[-1])",
             ]
         else:
@@ -593,6 +606,45 @@ class _Writer:
                 "        return self.head(x)",
             ]
         return "\n".join(lines) + "\n"
+
+
+# What each built-in dataset does to its inputs (resnas.data): the weights expect the same.
+PREPROCESSING = {
+    "digits": "scikit-learn's digits, pixel values 0-16 divided by 16 (0 to 1), shape (1, 8, 8)",
+    "mnist1d": "mnist1d's make_dataset(get_dataset_args()) signals as generated, no further scaling, shape (1, 40)",
+    "synthetic": "none (generated Gaussian clusters)",
+    "cifar10": (
+        "pixels divided by 255, then per channel (x - mean) / std with "
+        "mean (0.4914, 0.4822, 0.4465), std (0.2470, 0.2435, 0.2616)"
+    ),
+}
+
+
+def training_header(attrs: dict[str, Any], data: DataSpec) -> list[tuple[str, str]]:
+    """Header lines that say how a trial's weights were trained (from its user attrs) and what
+    input they expect."""
+    train, seed, threads = attrs.get("train"), attrs.get("seed"), attrs.get("torch_threads")
+    lines = []
+    if train:
+        optimizer = str(train.get("optimizer", "-"))
+        extras = [f"{k.replace('_', ' ')} {train[k]!r}" for k in ("momentum", "weight_decay") if k in train]
+        if optimizer != "sgd":
+            extras = [e for e in extras if not e.startswith("momentum")]
+        lines.append(("optimizer", optimizer + (f" ({', '.join(extras)})" if extras else "")))
+        lines.append(("learning rate", f"{train.get('lr')!r}, {train.get('schedule', 'constant')} schedule"))
+        lines.append(("epochs", str(train.get("epochs"))))
+        lines.append(("batch size", str(train.get("batch_size"))))
+        if train.get("label_smoothing"):
+            lines.append(("label smoothing", repr(train["label_smoothing"])))
+        lines.append(("precision", f"{train.get('precision', 'auto')} (auto: bf16 autocast on CUDA, fp32 on CPU)"))
+    if seed is not None:
+        lines.append(("seed", str(seed)))
+    if threads is not None:
+        lines.append(("torch threads", str(threads)))
+    lines.append(("augmentation", "none"))
+    custom = PREPROCESSING.get(data.dataset, f"none by resnas: the arrays {data.dataset} returns, as float32")
+    lines.append(("input preprocessing", custom))
+    return lines
 
 
 def _docstring(header: Iterable[tuple[str, str]], class_name: str) -> str:

@@ -168,12 +168,31 @@ class ResidualNetwork(nn.Module):
         self.head = Head(arch)
         if arch.init == "kaiming":
             init_kaiming(self)
+        # Computed from the shortcuts, so a network that replaces them (the one-shot supernet) can redo it.
+        self.free_after = free_after(self.blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = [self.stem(x)]
-        for block in self.blocks:
+        h: list[torch.Tensor | None] = [self.stem(x)]
+        for block, done in zip(self.blocks, self.free_after):
             h.append(block(h[-1], h))
+            # Drop the inputs no later block reads: the forward holds only live ones.
+            for k in done:
+                h[k] = None
         return self.head(h[-1])
+
+
+def free_after(blocks: nn.ModuleList) -> list[list[int]]:
+    """For each block j, the h[k] that no block after j reads (block k reads its input
+    h[k]; a connection from k is read by the block it ends at)."""
+    last = list(range(len(blocks)))
+    for j, block in enumerate(blocks):
+        for source in block.shortcuts:
+            k = int(source[1:])
+            last[k] = max(last[k], j)
+    done: list[list[int]] = [[] for _ in last]
+    for k, reader in enumerate(last):
+        done[reader].append(k)
+    return done
 
 
 def scaled(arch: Architecture, k: int) -> bool:

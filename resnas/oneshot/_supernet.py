@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from resnas.arch import Architecture, Connection
-from resnas.nn.network import ResidualNetwork, init_kaiming, make_shortcut
+from resnas.nn.network import ResidualNetwork, free_after, init_kaiming, make_shortcut
 from resnas.nn.skips import GatedShortcut, IdentityShortcut, PadShortcut, ProjectionShortcut, pad_shortcut
 from resnas.space._layout import Placement, Resolved
 
@@ -133,6 +133,7 @@ class Supernet(ResidualNetwork):
                     ops[kind_key(resolved)] = make_shortcut(single, conn)
                 mixed[f"h{place.src}"] = MixedShortcut(ops)
             self.blocks[k].shortcuts = nn.ModuleDict(mixed)
+        self.free_after = free_after(self.blocks)
         # Registration order (by destination, then source) differs from self.options' (by source):
         # keep one list in the options' order.
         for place in self.options:

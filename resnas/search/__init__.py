@@ -13,7 +13,7 @@ from resnas.search._baselines import baselines
 from resnas.search._confirm import check_confirm, confirm
 from resnas.search._evolution import RegularizedEvolutionSampler
 from resnas.search._objective import Objective, measure_and_train
-from resnas.search._progress import is_finished
+from resnas.search._progress import is_finished, optuna_quiet
 from resnas.search._storage import DEFAULT_STORAGE, ClaimLock, named_faults, open_storage, storage_url
 from resnas.search._study import load_study, open_study, stored_space
 from resnas.space import SearchSpace
@@ -55,6 +55,11 @@ def search(
     ``strategy`` (default: the spec's ``search.strategy``) ``oneshot`` runs
     :func:`resnas.oneshot.run_oneshot` instead of sampling trials.
     """
+    with optuna_quiet():  # resnas prints a line per trial; Optuna's INFO lines would repeat them
+        return _search(space, storage, study, trials, backend, strategy, options)
+
+
+def _search(space, storage, study, trials, backend, strategy, options) -> optuna.Study:
     url = storage_url(storage)
     top = options.pop("confirm", None)
     seeds = options.pop("seeds", 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -26,6 +27,35 @@ class SearchRequest:
     keep_weights: bool = False  # store each trained trial's weights in the study's artifact store
     artifacts: str | None = None  # artifact directory [default: resnas-artifacts beside the database]
     progress: bool = True
+    log: tuple[str, ...] = ()  # experiment tracking targets: "mlflow:DIR", "tensorboard:DIR"
+    threads: int | None = None  # torch threads per worker [default: the cores shared among --jobs workers]
+
+
+def cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def worker_threads(threads: int | None, workers: int) -> int | None:
+    """Torch intra-op threads for one of ``workers`` processes on this machine: ``threads`` when
+    given, else an equal share of the cores (so workers do not oversubscribe them); ``None``
+    for a single process, which keeps torch's default. The count changes a trial's floating-point
+    summation order, so it is recorded on every trial (``torch_threads``)."""
+    if threads is not None:
+        return threads
+    if workers > 1:
+        return max(1, cores() // workers)
+    return None
+
+
+def set_torch_threads(threads: int | None) -> None:
+    import torch
+
+    if threads is not None and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
 
 
 class Backend(ABC):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import optuna
 
 from resnas.errors import ResnasError
-from resnas.search._objective import CONFIRMS, Objective, TrialFailed
+from resnas.search._objective import CONFIRMS, Objective, TrialFailed, trials_with
 from resnas.space import SearchSpace
 
 TrialState = optuna.trial.TrialState
@@ -33,12 +33,10 @@ def confirm(study: optuna.Study, space: SearchSpace, top: int, seeds: int, devic
     chosen = [int(n) for n in board["trial"].head(top)]
     objective = Objective(space, device)
     for number in chosen:
-        original = study.get_trials(deepcopy=False)[number]
-        have = sum(
-            1
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get(CONFIRMS) == number
+        original = study._storage.get_trial(
+            study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
         )
+        have = len(trials_with(study, CONFIRMS, number, (TrialState.COMPLETE,)))
         for _ in range(seeds - have):
             study.enqueue_trial(original.params, user_attrs={CONFIRMS: number})
             study.optimize(objective, n_trials=1, catch=(TrialFailed,))

@@ -20,7 +20,7 @@ from resnas.costs import count_params, flops_per_sample, latency_ms, step_memory
 from resnas.data import load_data
 from resnas.nn import build
 from resnas.screening import record_diagnostics
-from resnas.search._storage import OWNER, ResnasStorage, owner_record
+from resnas.search._storage import OWNER, ResnasStorage, owner_record, set_trial_attrs
 from resnas.space import Candidate, SearchSpace, sample
 from resnas.train import StopRequested, TrialFailure, is_oom, resolve_device, train
 
@@ -51,14 +51,17 @@ def storage_backend(study: optuna.Study) -> Any:
     return getattr(study._storage, "_backend", study._storage)
 
 
+def trials_with(study: optuna.Study, attr: str, value: Any, states: tuple) -> list[int]:
+    """Numbers of the trials of ``study`` in ``states`` whose user attr ``attr`` is ``value``."""
+    store = storage_backend(study)
+    if isinstance(store, ResnasStorage):  # one query, not every trial of the study
+        return store.trials_with_attr(study._study_id, attr, value, states)
+    return [t.number for t in study.get_trials(deepcopy=False, states=states) if t.user_attrs.get(attr) == value]
+
+
 def trials_of_candidate(study: optuna.Study, key: str, states: tuple) -> list[int]:
     """Numbers of the trials of ``study`` in ``states`` that are candidate ``key``."""
-    store = storage_backend(study)
-    if isinstance(store, ResnasStorage):  # one indexed query, not every trial of the study
-        return store.trials_with_attr(study._study_id, "candidate_key", key, states)
-    return [
-        t.number for t in study.get_trials(deepcopy=False, states=states) if t.user_attrs.get("candidate_key") == key
-    ]
+    return trials_with(study, "candidate_key", key, states)
 
 
 def earlier_result(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial | None:
@@ -86,7 +89,8 @@ def device_name(device: torch.device) -> str:
     return str(device)
 
 
-def record_candidate(trial: optuna.Trial, candidate: Candidate, seed: int, device: torch.device | None) -> None:
+def candidate_attrs(candidate: Candidate, seed: int, device: torch.device | None) -> dict[str, Any]:
+    """The user attributes that describe a trial's candidate (and where it runs)."""
     arch = candidate.architecture
     attrs: dict[str, Any] = {
         "architecture": arch.to_dict(),
@@ -100,8 +104,12 @@ def record_candidate(trial: optuna.Trial, candidate: Candidate, seed: int, devic
     }
     if device is not None:  # else the worker that trains it reports where it ran
         attrs.update(device=device_name(device), host=platform.node(), pid=os.getpid(), versions=versions())
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+        attrs.update(torch_threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads())
+    return attrs
+
+
+def record_candidate(trial: optuna.Trial, candidate: Candidate, seed: int, device: torch.device | None) -> None:
+    set_trial_attrs(trial, candidate_attrs(candidate, seed, device))
 
 
 def measure_and_train(
@@ -155,6 +163,12 @@ def measure_and_train(
 
 def keep_weights(trial: optuna.Trial, model: torch.nn.Module, root: str) -> None:
     """Store the trained weights (safetensors) in the study's artifact store; export uses them."""
+    trial.set_user_attr("weights_artifact", store_weights(trial, model, root))
+
+
+def store_weights(trial: optuna.Trial, model: torch.nn.Module, root: str) -> str:
+    """Upload the trained weights (safetensors) to the artifact store; returns the artifact id
+    (the trial records it as ``weights_artifact``)."""
     import tempfile
 
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact
@@ -163,8 +177,7 @@ def keep_weights(trial: optuna.Trial, model: torch.nn.Module, root: str) -> None
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"trial{trial.number}.safetensors")
         save_model(model.to("cpu"), path)
-        artifact = upload_artifact(artifact_store=FileSystemArtifactStore(root), file_path=path, study_or_trial=trial)
-    trial.set_user_attr("weights_artifact", artifact)
+        return upload_artifact(artifact_store=FileSystemArtifactStore(root), file_path=path, study_or_trial=trial)
 
 
 class Objective:
@@ -195,6 +208,8 @@ class Objective:
         self.metrics = [m for m, _ in space.objectives]
         self.last_trial: int | None = None  # number of the trial this objective ran last (worker bookkeeping)
         self.started = time.monotonic()  # when the running trial began
+        self.history: list[dict[str, float]] = []  # the running trial's epochs so far (recorded when it ends)
+        self.pending: dict[str, Any] = {}  # attributes for the running trial's last write (diagnostics)
 
     def values(self, metrics: dict[str, float]) -> list[float]:
         values = [float(metrics[m]) for m in self.metrics]
@@ -202,20 +217,24 @@ class Objective:
             raise TrialFailure("nonfinite", f"objective values {values}")
         return values
 
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
+
     def _reporter(self, trial: optuna.Trial, epochs: int) -> Any:
-        # Every study records per-epoch history (learning curves); one objective also reports to the pruner.
+        # Every study keeps per-epoch history (learning curves), written once when the trial ends;
+        # one objective also reports to the pruner (Optuna's intermediate values, one write per epoch).
         metric = self.metrics[0] if len(self.metrics) == 1 and self.metrics[0] in EPOCH_METRICS else None
-        history: list[dict[str, float]] = []
+        history = self.history = []
+        prunes = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
             history.append({k: float(f"{metrics[k]:.5g}") for k in HISTORY_METRICS if k in metrics})
-            trial.set_user_attr("history", history)
-            trial.set_user_attr("epochs", epoch)
-            if metric is None:
+            if metric is None or not prunes:
                 return
             trial.report(metrics[metric], epoch)
             if epoch < epochs and trial.should_prune():  # a fully trained trial is complete, never pruned
-                trial.set_user_attr(FINISHED, True)
+                set_trial_attrs(trial, {**self.pending, "history": history, "epochs": epoch, FINISHED: True})
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} ({metric} {metrics[metric]:.4g})")
 
         return report
@@ -278,7 +297,7 @@ class Objective:
                     raise StopRequested("stopped; the trial's code did not return")
             if deadline is not None and now > deadline:
                 cancel.set()
-                raise TrialFailure("timeout", f"trial ran past {self.timeout:g} s", trial.user_attrs.get("epochs", 0))
+                raise TrialFailure("timeout", f"trial ran past {self.timeout:g} s", self.epochs_done)
         if "error" in box:
             raise box["error"]
         return box["value"]
@@ -288,14 +307,17 @@ class Objective:
             self.on_start()
         self.last_trial = trial.number
         self.started = time.monotonic()
-        trial.set_user_attr(OWNER, owner_record("optuna"))
+        self.history = []
+        self.pending = {}
         candidate = sample(self.space, trial)
         seed = self.space.spec.search.seed + trial.number
-        record_candidate(trial, candidate, seed, self.device)
+        # The start of a trial is one write: its owner, its candidate and where it came from.
+        start = {OWNER: owner_record("optuna"), **candidate_attrs(candidate, seed, self.device)}
         lineage = getattr(trial.study.sampler, "lineage", None)  # regularized evolution: parent and mutation
         enqueued = any(k in trial.user_attrs for k in (CONFIRMS, "baseline", "retry_of"))
         if lineage is not None and lineage(trial.number) is not None and not enqueued:
-            trial.set_user_attr("evolution", lineage(trial.number))
+            start["evolution"] = lineage(trial.number)
+        set_trial_attrs(trial, start)
         # A confirmation run trains again on purpose (another seed); anything else reuses a result,
         # waiting for it when another worker is training the same candidate right now.
         try:
@@ -305,23 +327,23 @@ class Objective:
             raise
         if earlier is not None:
             # Trained before in this study: record the earlier result instead of training again.
-            trial.set_user_attr("repeat_of", earlier.number)
-            for key in ("metrics", "epochs"):
-                trial.set_user_attr(key, earlier.user_attrs[key])
-            trial.set_user_attr(FINISHED, True)
+            copied = {key: earlier.user_attrs[key] for key in ("metrics", "epochs")}
+            set_trial_attrs(trial, {"repeat_of": earlier.number, **copied, FINISHED: True})
             return list(earlier.values)
         report = self._reporter(trial, int(candidate.train["epochs"]))
 
         def work(cancel: threading.Event) -> tuple[dict[str, float], int, torch.nn.Module]:
             # The diagnostics load the data too: inside the thread, so the timeout and a stop reach them.
-            record_diagnostics(trial, self.space, candidate, seed)
+            # They are written with the trial's end (or its failure), not on their own.
+            record_diagnostics(trial, self.space, candidate, seed, into=self.pending)
             return measure_and_train(self.space, candidate, seed, self.device, report, self._left(), cancel)
 
+        end: dict[str, Any] = {}
         try:
             metrics, epochs, model = self._in_thread(trial, work)
             values = self.values(metrics)
             if self.artifacts is not None:
-                keep_weights(trial, model, self.artifacts)
+                end["weights_artifact"] = store_weights(trial, model, self.artifacts)
         except TrialFailure as exc:
             detail = f"trial ran past {self.timeout:g} s" if exc.reason == "timeout" else exc.detail
             self._fail(trial, exc.reason, detail, exc.epochs)
@@ -331,12 +353,12 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except (StopRequested, KeyboardInterrupt):
-            self._fail(trial, "interrupted", "the worker was stopped", trial.user_attrs.get("epochs", 0))
+            self._fail(trial, "interrupted", "the worker was stopped", self.epochs_done)
             raise
         except Exception as exc:  # user data code, a bug in a custom block...: recorded, the search goes on
             if _is_storage_error(exc):
                 try:  # best effort: the storage may take this small write, or fail again
-                    self._fail(trial, "storage", f"{type(exc).__name__}: {exc}", trial.user_attrs.get("epochs", 0))
+                    self._fail(trial, "storage", f"{type(exc).__name__}: {exc}", self.epochs_done)
                 except Exception:
                     pass
                 raise  # the worker stops and names the fault
@@ -345,16 +367,16 @@ class Objective:
                 raise TrialFailed(f"oom: {exc}") from None
             self._fail(trial, "error", f"{type(exc).__name__}: {exc}", 0)
             raise TrialFailed(f"{type(exc).__name__}: {exc}") from exc
-        trial.set_user_attr("metrics", metrics)
-        trial.set_user_attr("epochs", epochs)
-        trial.set_user_attr(FINISHED, True)
+        # The end of a trial is one write: its history, metrics and weights.
+        end.update(history=self.history, metrics=metrics, epochs=epochs)
+        set_trial_attrs(trial, {**self.pending, **end, FINISHED: True})
         return values
 
-    @staticmethod
-    def _fail(trial: optuna.Trial, reason: str, detail: str, epochs: int) -> None:
-        trial.set_user_attr("fail_reason", reason)
-        trial.set_user_attr("fail_detail", detail[:500])
-        trial.set_user_attr("epochs", epochs)
+    def _fail(self, trial: optuna.Trial, reason: str, detail: str, epochs: int) -> None:
+        attrs = {**self.pending, "fail_reason": reason, "fail_detail": detail[:500], "epochs": epochs}
+        if self.history:
+            attrs["history"] = self.history
+        set_trial_attrs(trial, attrs)
 
 
 def _is_storage_error(exc: BaseException) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import platform
 import signal
 import sys
 import threading
@@ -24,13 +25,14 @@ import torch
 
 from resnas.errors import ResnasError
 from resnas.screening import screen_round
-from resnas.search._backend import Backend, SearchRequest
+from resnas.search._backend import Backend, SearchRequest, set_torch_threads, worker_threads
 from resnas.search._objective import FINISHED, Objective, TrialFailed, storage_backend
 from resnas.search._progress import SearchProgress, counts
-from resnas.search._storage import ClaimLock, StorageFault, named_faults, sqlite_path, storage_fault
+from resnas.search._storage import OWNER, ClaimLock, StorageFault, named_faults, sqlite_path, storage_fault
 from resnas.search._study import artifact_dir, make_sampler, open_study, sampler_seed
 from resnas.space import parse_space
-from resnas.train import StopRequested
+from resnas.tracking import EPOCH_METRICS, open_trackers
+from resnas.train import StopRequested, epoch_hook
 
 TrialState = optuna.trial.TrialState
 MAX_CONSECUTIVE_FAILURES = 10
@@ -111,8 +113,9 @@ class WaitNote:
     """What a worker waits for when the trials in flight would reach the count: said once,
     again when it changes, and every WAIT_NOTE_SECONDS."""
 
-    def __init__(self, index: int):
+    def __init__(self, index: int, out=None):
         self.index = index
+        self.out = out  # where the note goes: the progress display, else stdout
         self.said: tuple = ()
         self.when = 0.0
 
@@ -127,10 +130,11 @@ class WaitNote:
         for number, owner, beat in owners:
             who = f"{owner.get('backend', '?')} pid {owner.get('pid')} on {owner.get('host')}" if owner else "no owner"
             parts.append(f"trial {number} ({who}{', heartbeat ' + beat.strftime('%H:%M:%S') if beat else ''})")
-        print(
-            f"worker {self.index}: {done}/{wanted} finished; waiting for {', '.join(parts) or 'running trials'}",
-            flush=True,
-        )
+        text = f"worker {self.index}: {done}/{wanted} finished; waiting for {', '.join(parts) or 'running trials'}"
+        if self.out is not None:
+            self.out(text)
+        else:
+            print(text, flush=True)
 
 
 def run_worker(
@@ -139,6 +143,8 @@ def run_worker(
     on_trial=None,
     stop: threading.Event | None = None,
     force: threading.Event | None = None,
+    on_epoch=None,
+    say=None,
 ) -> int:
     """Run trials until the study has ``req.trials`` finished ones. Returns trials this worker ran.
 
@@ -147,6 +153,7 @@ def run_worker(
     when the storage fails (naming the cause).
     """
     stop = stop or threading.Event()
+    set_torch_threads(worker_threads(req.threads, req.jobs))
     with named_faults(req.storage):
         study, space = open_study(req.space, req.storage, req.study, req.trials, worker=index)
     watch = FileWatch(req.storage)
@@ -160,73 +167,86 @@ def run_worker(
         stop=stop,
         force=force,
     )
-    note = WaitNote(index)
+    note = WaitNote(index, say)
     ran = 0
     consecutive_failures = 0
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     with named_faults(req.storage), lock.hold():
         total = counts(study).total
         study.sampler = make_sampler(space, req.trials, sampler_seed(space, total, _claim_slot(study)))
-    while True:
-        if stop.is_set():
-            raise StopRequested("stopped between trials")
-        objective.last_trial = None
-        try:
-            with named_faults(req.storage):
-                watch.check()
-                lock.acquire()
-                if stop.is_set():
-                    raise StopRequested("stopped between trials")
-                optuna.storages.fail_stale_trials(study)  # lost trials: failed with a reason, queued again
-                done, running, _, _ = counts(study)
-                if done >= req.trials:
-                    return ran
-                if done + running >= req.trials:
-                    lock.release()  # enough trials are in flight; wait in case one of them fails
-                    note.say(study, done, req.trials)
-                    time.sleep(POLL_SECONDS)
-                    continue
-                screen = space.spec.search.screen
-                if screen is None:
-                    study.optimize(objective, n_trials=1, catch=(TrialFailed,))
-                else:  # several trials per round: the pool, of which `keep` are trained
-                    keep = min(screen.keep, req.trials - done - running)
-                    screen_round(study, objective, screen.score, screen.pool, keep, (TrialFailed,))
-                watch.check(objective.last_trial)
-        except (StopRequested, KeyboardInterrupt):
-            if objective.last_trial is not None:
-                _requeue(study, objective.last_trial)
-            raise
-        except StorageFault:
-            if objective.last_trial is not None:
-                _requeue(study, objective.last_trial, best_effort=True)
-            raise
-        finally:
-            if lock.held:
-                lock.release()
-        ran += 1
-        number = objective.last_trial
-        last = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
-        if on_trial is not None:
-            on_trial()
-        if last.state != TrialState.COMPLETE and not last.user_attrs.get(FINISHED):
-            consecutive_failures += 1
-            if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
-                reason = last.user_attrs.get("fail_detail", "unknown")
-                raise ResnasError(f"{consecutive_failures} trials failed in a row; the last: {reason}")
-        else:
-            consecutive_failures = 0
+    # Each epoch of this worker's trials, for the progress display (trial number, epoch, epochs, metrics).
+    watching = (
+        nullcontext() if on_epoch is None else epoch_hook(lambda e, n, m: on_epoch(objective.last_trial, e, n, m))
+    )
+    with watching:
+        while True:
+            if stop.is_set():
+                raise StopRequested("stopped between trials")
+            objective.last_trial = None
+            try:
+                with named_faults(req.storage):
+                    watch.check()
+                    lock.acquire()
+                    if stop.is_set():
+                        raise StopRequested("stopped between trials")
+                    optuna.storages.fail_stale_trials(study)  # lost trials: failed with a reason, queued again
+                    done, running, _, _ = counts(study)
+                    if done >= req.trials:
+                        return ran
+                    if done + running >= req.trials:
+                        lock.release()  # enough trials are in flight; wait in case one of them fails
+                        note.say(study, done, req.trials)
+                        time.sleep(POLL_SECONDS)
+                        continue
+                    screen = space.spec.search.screen
+                    if screen is None:
+                        study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+                    else:  # several trials per round: the pool, of which `keep` are trained
+                        keep = min(screen.keep, req.trials - done - running)
+                        screen_round(study, objective, screen.score, screen.pool, keep, (TrialFailed,))
+                    watch.check(objective.last_trial)
+            except (StopRequested, KeyboardInterrupt):
+                if objective.last_trial is not None:
+                    _requeue(study, objective.last_trial)
+                raise
+            except StorageFault:
+                if objective.last_trial is not None:
+                    _requeue(study, objective.last_trial, best_effort=True)
+                raise
+            finally:
+                if lock.held:
+                    lock.release()
+            ran += 1
+            number = objective.last_trial
+            with named_faults(req.storage):  # the storage may fail here too (a lost connection)
+                last = study._storage.get_trial(
+                    study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+                )
+                if on_trial is not None:
+                    on_trial()
+            if last.state != TrialState.COMPLETE and not last.user_attrs.get(FINISHED):
+                consecutive_failures += 1
+                if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                    reason = last.user_attrs.get("fail_detail", "unknown")
+                    raise ResnasError(f"{consecutive_failures} trials failed in a row; the last: {reason}")
+            else:
+                consecutive_failures = 0
 
 
-def _requeue(study: optuna.Study, number: int, best_effort: bool = False) -> None:
+def _requeue(
+    study: optuna.Study, number: int, best_effort: bool = False, running: tuple[str, str] | None = None
+) -> None:
     """A trial stopped by a signal (or a storage fault) is FAIL; queue its parameters, and only
-    them, so the next run tries them again."""
+    them, so the next run tries them again. A trial still RUNNING is failed first, with the
+    reason and detail ``running`` (a storage fault: ``storage``)."""
+    if running is None and best_effort:
+        running = ("storage", "the storage failed during this trial")
     try:
         storage = study._storage
         t = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
-        if t.state == TrialState.RUNNING and best_effort:
-            storage.set_trial_user_attr(t._trial_id, "fail_reason", "storage")
-            storage.set_trial_user_attr(t._trial_id, "fail_detail", "the storage failed during this trial")
+        if t.state == TrialState.RUNNING and running is not None:
+            storage.set_trial_user_attr(t._trial_id, "fail_reason", running[0])
+            storage.set_trial_user_attr(t._trial_id, "fail_detail", running[1])
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             t = storage.get_trial(t._trial_id)
         if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") in ("interrupted", "storage"):
@@ -246,7 +266,32 @@ def _die_with_parent() -> None:
         pass
 
 
-def _child(req_fields: dict, space_text: str, source: str, index: int, verbosity: int, parent: int) -> None:
+class _EpochRelay:
+    """A worker's epochs, sent to its parent's progress display (dropped when the queue is full:
+    a display may miss an epoch, a worker never waits for it)."""
+
+    def __init__(self, queue) -> None:
+        self.queue = queue
+        queue.cancel_join_thread()  # a worker exits without waiting for its parent to read
+
+    def __call__(self, trial: int | None, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        keep = {k: float(metrics[k]) for k in EPOCH_METRICS if k in metrics}
+        self._put(("epoch", trial, epoch, epochs, keep))
+
+    def say(self, text: str) -> None:
+        """A line for the parent to print above its progress bar."""
+        self._put(("say", text))
+
+    def _put(self, item: tuple) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except Exception:
+            pass
+
+
+def _child(
+    req_fields: dict, space_text: str, source: str, index: int, verbosity: int, parent: int, epochs=None
+) -> None:
     optuna.logging.set_verbosity(verbosity)  # a spawned process starts with Optuna's defaults
     # The parent relays a stop as SIGTERM; a terminal's Ctrl-C reaches the parent only.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -255,10 +300,12 @@ def _child(req_fields: dict, space_text: str, source: str, index: int, verbosity
     _die_with_parent()
     if os.getppid() != parent:
         stop.event.set()  # the parent died before this worker could ask to outlive it
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // req_fields["jobs"]))
     req = SearchRequest(space=parse_space(space_text, source), **req_fields)
+    relay = None if epochs is None else _EpochRelay(epochs)
     try:
-        run_worker(req, index, stop=stop.event, force=stop.force)
+        run_worker(
+            req, index, stop=stop.event, force=stop.force, on_epoch=relay, say=None if relay is None else relay.say
+        )
     except (StopRequested, KeyboardInterrupt):
         raise SystemExit(130) from None
     except ResnasError as exc:
@@ -278,13 +325,21 @@ class OptunaBackend(Backend):
     def run(self, request: SearchRequest) -> None:
         with named_faults(request.storage):
             study, _ = open_study(request.space, request.storage, request.study, request.trials)
-            progress = SearchProgress(study, request.trials)
+            progress = SearchProgress(study, request.trials, workers=request.jobs, trackers=open_trackers(request.log))
         stop = GracefulStop()
         in_main_thread = threading.current_thread() is threading.main_thread()
         try:
             with stop.installed() if in_main_thread else nullcontext(), progress:
                 if request.jobs <= 1:
-                    run_worker(request, 0, on_trial=progress.update, stop=stop.event, force=stop.force)
+                    run_worker(
+                        request,
+                        0,
+                        on_trial=progress.update,
+                        stop=stop.event,
+                        force=stop.force,
+                        on_epoch=progress.epoch,
+                        say=progress.say,
+                    )
                 else:
                     self._run_processes(request, study, progress, stop)
         except StopRequested:
@@ -297,10 +352,11 @@ class OptunaBackend(Backend):
         ctx = multiprocessing.get_context("spawn")
         fields = {k: getattr(request, k) for k in request.__dataclass_fields__ if k != "space"}
         verbosity = optuna.logging.get_verbosity()
+        epochs = ctx.Queue(1000)
         procs = [
             ctx.Process(
                 target=_child,
-                args=(fields, request.space.text, request.space.source, i, verbosity, os.getpid()),
+                args=(fields, request.space.text, request.space.source, i, verbosity, os.getpid(), epochs),
                 daemon=False,
             )
             for i in range(request.jobs)
@@ -312,6 +368,7 @@ class OptunaBackend(Backend):
         try:
             while any(p.is_alive() for p in procs):
                 time.sleep(POLL_SECONDS)
+                _drain(epochs, progress)
                 with named_faults(request.storage):
                     watch.check()
                     progress.update()
@@ -331,6 +388,8 @@ class OptunaBackend(Backend):
             for p in procs:
                 p.join()
         if relayed is not None:
+            with named_faults(request.storage):
+                _fail_left_running(study, [p.pid for p in procs])
             raise StopRequested("stopped")
         failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
         if not failed:
@@ -342,6 +401,38 @@ class OptunaBackend(Backend):
             print(f"worker(s) {failed} exited with codes {codes}; the study holds its {done} trials", flush=True)
             return
         raise ResnasError(f"worker(s) {failed} exited with codes {codes} (their errors are above)")
+
+
+def _fail_left_running(study: optuna.Study, pids: list[int]) -> None:
+    """After a stop, what these (now ended) workers left undone, say because one was killed before
+    it could write its record: a trial still RUNNING is failed ``interrupted``, and an interrupted
+    trial not yet queued again is queued, as the worker would have done. A stop ends the same way
+    however quickly the workers exit."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials if t.state == TrialState.WAITING}
+    for t in trials:
+        owner = t.user_attrs.get(OWNER) or {}
+        if owner.get("pid") not in pids or owner.get("host") != platform.node() or t.number in retried:
+            continue
+        if t.state == TrialState.RUNNING or (
+            t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == "interrupted"
+        ):
+            _requeue(study, t.number, running=("interrupted", "the worker was stopped"))
+
+
+def _drain(queue, progress: SearchProgress) -> None:
+    """Hand the epochs and notes the workers sent to the progress display."""
+    import queue as queues
+
+    while True:
+        try:
+            kind, *item = queue.get_nowait()
+        except (queues.Empty, OSError, ValueError):
+            return
+        if kind == "say":
+            progress.say(*item)
+        else:
+            progress.epoch(*item)
 
 
 def _signal_all(procs: list, signum: int) -> float:

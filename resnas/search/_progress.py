@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
-import sys
+import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import optuna
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from resnas.search._objective import CONFIRMS, FINISHED
 
 TrialState = optuna.trial.TrialState
+
+
+@contextmanager
+def optuna_quiet() -> Iterator[None]:
+    """Optuna's INFO lines ("Using an existing study", "Trial 3 finished with value ...") held back
+    while resnas prints its own per-trial lines; Optuna's verbosity is restored afterwards, and
+    nothing else of the caller's logging is touched."""
+    before = optuna.logging.get_verbosity()
+    if before < logging.WARNING:
+        optuna.logging.set_verbosity(logging.WARNING)
+    try:
+        yield
+    finally:
+        if before < logging.WARNING:
+            optuna.logging.set_verbosity(before)
 
 
 def is_finished(t: optuna.trial.FrozenTrial) -> bool:
@@ -55,17 +74,48 @@ def best_text(study: optuna.Study) -> str:
     return f"{names[0]} {best[1]:.4g} (trial {best[0]})"
 
 
-class SearchProgress:
-    """Watches a study and shows finished/requested, best so far, elapsed and ETA."""
+class _EtaColumn(ProgressColumn):
+    """Time left, counted down between estimates (``task.fields['eta_end']``: a monotonic time)."""
 
-    def __init__(self, study: optuna.Study, requested: int, console: Console | None = None):
+    def render(self, task) -> Text:
+        end = task.fields.get("eta_end")
+        if end is None:
+            return Text("eta -", style="progress.remaining")
+        return Text(f"eta {timedelta(seconds=int(max(0.0, end - time.monotonic())))}", style="progress.remaining")
+
+
+class SearchProgress:
+    """Watches a study: a line per finished trial (number, state, metric, duration, reason on
+    failure), and on a terminal a live bar with finished/requested, best so far, the epochs of the
+    trials running now, elapsed time and an ETA from the mean time per trial so far (before the
+    first trial ends, from the first epochs).
+
+    ``epoch`` is told of each epoch of the running trials (from the training loop, a worker's
+    queue or Ray's results); it and ``update`` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        requested: int,
+        console: Console | None = None,
+        workers: int = 1,
+        trackers: list | None = None,
+    ):
         self.study = study
         self.requested = requested
+        self.workers = max(1, workers)
         self.console = console or Console(stderr=False)
-        self.live = sys.stdout.isatty()
-        self.start = time.time()
+        self.live = self.console.is_terminal
+        self.start = time.monotonic()
         self.initial = finished_count(study)
+        self.done = self.initial
         self.seen: set[int] = set(self._finished())
+        self.running: dict[int, tuple[int, int, float | None, float]] = {}  # trial: epoch, epochs, val acc, seconds
+        self.eta_end: float | None = None
+        self.trackers = trackers or []  # resnas.tracking.Tracker: each finished trial, with its epochs
+        self.history: dict[int, list[dict[str, float]]] = {}  # trial: the metrics of each epoch seen
+        self._lock = threading.RLock()
         self._bar: Progress | None = None
         self._task = None
 
@@ -73,25 +123,39 @@ class SearchProgress:
         if self.live:
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=20),
                 MofNCompleteColumn(),
                 TextColumn("best {task.fields[best]}"),
                 TimeElapsedColumn(),
-                TimeRemainingColumn(),
+                _EtaColumn(),
+                TextColumn("{task.fields[now]}"),
                 console=self.console,
             )
             self._bar.__enter__()
             self._task = self._bar.add_task(
-                self.study.study_name, total=self.requested, completed=self.initial, best=best_text(self.study)
+                self.study.study_name,
+                total=self.requested,
+                completed=self.initial,
+                best=best_text(self.study),
+                now="",
+                eta_end=None,
             )
-        else:
-            print(f"study {self.study.study_name}: {self.initial} of {self.requested} trials finished", flush=True)
+        self.say(f"study {self.study.study_name}: {self.initial} of {self.requested} trials finished")
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self.update()
             self._bar.__exit__(*exc)
+        for tracker in self.trackers:
+            tracker.close()
+
+    def say(self, line: str) -> None:
+        """Print a line (above the live bar on a terminal)."""
+        if self._bar is not None:
+            self._bar.console.print(line, highlight=False, markup=False, soft_wrap=True)
+        else:
+            print(line, flush=True)
 
     def _finished(self) -> dict[int, int]:
         """{number: trial_id} of the trials in a final state, without loading them."""
@@ -100,20 +164,71 @@ class SearchProgress:
             return store.finished_numbers(self.study._study_id)
         return {t.number: t._trial_id for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()}
 
-    def update(self) -> None:
-        done = finished_count(self.study)
-        if self._bar is not None:
-            self._bar.update(self._task, completed=min(done, self.requested), best=best_text(self.study))
+    def epoch(self, trial: int | None, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        """Trial ``trial`` (None: not known) finished ``epoch`` of its ``epochs``."""
+        if trial is None:
             return
-        for number, trial_id in sorted(self._finished().items()):
-            if number not in self.seen:
-                self.seen.add(number)
-                print(self._line(self.study._storage.get_trial(trial_id), done), flush=True)
+        with self._lock:
+            self.history[trial] = [*self.history.get(trial, [])[: epoch - 1], dict(metrics)]
+            self.running[trial] = (epoch, epochs, metrics.get("val_accuracy"), metrics.get("train_seconds", 0.0))
+            if self.done == self.initial:  # once a trial has ended, the ETA moves only when another ends
+                self._estimate()
+            self._show()
 
-    def _line(self, t: optuna.trial.FrozenTrial, done: int) -> str:
-        elapsed = time.time() - self.start
-        new = max(1, done - self.initial)
-        eta = timedelta(seconds=int(elapsed / new * max(0, self.requested - done)))
+    def _estimate(self) -> None:
+        """ETA: the mean time per finished trial of this run times the trials still wanted; before
+        the first one ends, the running trials' seconds per epoch times their epochs."""
+        left = max(0, self.requested - self.done)
+        new = self.done - self.initial
+        now = time.monotonic()
+        if new > 0:
+            self.eta_end = now + (now - self.start) / new * left
+        elif self.running:
+            per_trial = [s / e * n for e, n, _, s in self.running.values() if e > 0 and s]
+            if per_trial:
+                self.eta_end = now + sum(per_trial) / len(per_trial) * left / self.workers
+
+    def _show(self) -> None:
+        if self._bar is None:
+            return
+        now = "  ".join(
+            f"trial {n}: epoch {e}/{total}" + ("" if acc is None else f" val {acc:.3f}")
+            for n, (e, total, acc, _) in sorted(self.running.items())
+        )
+        self._bar.update(
+            self._task, completed=min(self.done, self.requested), now=now, eta_end=self.eta_end, refresh=True
+        )
+
+    def update(self) -> None:
+        """Print a line for each trial that finished since the last call; refresh the bar."""
+        with self._lock:
+            self.done = finished_count(self.study)
+            for number, trial_id in sorted(self._finished().items()):
+                if number not in self.seen:
+                    self.seen.add(number)
+                    self.running.pop(number, None)
+                    self._estimate()
+                    t = self.study._storage.get_trial(trial_id)
+                    self.say(self._line(t))
+                    self._track(t)
+            if self._bar is not None:
+                self._bar.update(self._task, best=best_text(self.study))
+            self._show()
+
+    def _track(self, t: optuna.trial.FrozenTrial) -> None:
+        """Hand a finished trial to the trackers (--log); a tracker that fails is said, and dropped."""
+        from resnas.tracking import epoch_history
+
+        epochs = epoch_history(t, self.history.pop(t.number, None))
+        for tracker in list(self.trackers):
+            try:
+                tracker.log_trial(self.study.study_name, t, epochs)
+            except Exception as exc:
+                self.trackers.remove(tracker)
+                self.say(f"warning: --log {tracker.kind}: {type(exc).__name__}: {exc}; no more runs logged there")
+
+    def _line(self, t: optuna.trial.FrozenTrial) -> str:
+        elapsed = time.monotonic() - self.start
         if t.state == TrialState.COMPLETE:
             names = self.study.metric_names or [f"objective{i}" for i in range(len(t.values))]
             what = " ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values))
@@ -124,7 +239,11 @@ class SearchProgress:
         else:
             reason = t.user_attrs.get("fail_reason", "pruned" if t.state == TrialState.PRUNED else "")
             what = f"{reason}: {t.user_attrs.get('fail_detail', '')}".strip(": ")
+        took = ""
+        if t.datetime_start is not None and t.datetime_complete is not None:
+            took = f" in {(t.datetime_complete - t.datetime_start).total_seconds():.1f} s"
+        eta = "-" if self.eta_end is None else timedelta(seconds=int(max(0.0, self.eta_end - time.monotonic())))
         return (
-            f"trial {t.number} {t.state.name} {what} | {min(done, self.requested)}/{self.requested} finished, "
-            f"best {best_text(self.study)}, elapsed {timedelta(seconds=int(elapsed))}, eta {eta}"
+            f"trial {t.number} {t.state.name}{took}: {what} | {min(self.done, self.requested)}/{self.requested} "
+            f"finished, best {best_text(self.study)}, elapsed {timedelta(seconds=int(elapsed))}, eta {eta}"
         )

@@ -32,7 +32,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search.optuna import OptunaSearch
 
 from resnas.errors import ResnasError
-from resnas.search._backend import Backend, SearchRequest
+from resnas.search._backend import Backend, SearchRequest, set_torch_threads
 from resnas.search._objective import (
     FINISHED,
     candidate_key,
@@ -47,13 +47,16 @@ from resnas.search._study import make_sampler, open_study, sampler_seed
 from resnas.space import FixedSuggester, SearchSpace, parse_space, sample
 from resnas.space._model import METRICS
 from resnas.space._values import high_value
+from resnas.tracking import open_trackers
 
 TrialState = optuna.trial.TrialState
 REPEAT = "resnas_repeat_of"  # config key: this candidate finished before in the study
 EARLIER = "resnas_earlier_metrics"
 
 
-def _trainable(config: dict[str, Any], space_text: str, source: str, timeout: float | None) -> None:
+def _trainable(
+    config: dict[str, Any], space_text: str, source: str, timeout: float | None, threads: int | None = None
+) -> None:
     """Runs on a Ray worker: rebuild the candidate from the parameters, train, report each epoch."""
     import torch
 
@@ -71,14 +74,17 @@ def _trainable(config: dict[str, Any], space_text: str, source: str, timeout: fl
     if REPEAT in config:  # finished before in this study: report the earlier result, train nothing
         tune.report({**config[EARLIER], **where, "epoch": config[EARLIER]["epochs"]})
         return
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+    if threads is None and device.type == "cpu":  # the CPUs Ray gave the trial (--cpus-per-trial)
+        threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    set_torch_threads(threads)
+    where["torch_threads"] = torch.get_num_threads()
+    where["interop_threads"] = torch.get_num_interop_threads()
     space = parse_space(space_text, source)
     params = {k: v for k, v in config.items() if not k.startswith("resnas_")}
     candidate = sample(space, FixedSuggester(params))
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
-        tune.report({**metrics, **where, "epoch": epoch})
+        tune.report({**metrics, **where, "epoch": epoch, "epochs": int(candidate.train["epochs"])})
 
     measure_and_train(space, candidate, config["resnas_seed"], device, report, timeout)
 
@@ -91,6 +97,31 @@ class _TrialLog(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.trials[trial.trial_id] = trial
+
+
+class _Progress(tune.Callback):
+    """Progress as Ray reports it, on the driver: each epoch a trial reports, and a line per trial
+    as it finishes (Tune tells the searcher first, so the trial is already in the study)."""
+
+    def __init__(self, progress: SearchProgress, searcher: ResnasOptunaSearch) -> None:
+        self.progress: SearchProgress | None = progress
+        self.searcher = searcher
+
+    def __getstate__(self) -> dict:
+        # Tune saves its run config (callbacks included) for Tuner.restore; a display is not restored.
+        return {"progress": None, "searcher": None}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if self.progress is not None and "epoch" in result and "epochs" in result:
+            self.progress.epoch(self.searcher.number_of(trial.trial_id), result["epoch"], result["epochs"], result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.progress is not None:
+            self.progress.update()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.progress is not None:
+            self.progress.update()
 
 
 class ResnasOptunaSearch(OptunaSearch):
@@ -123,6 +154,11 @@ class ResnasOptunaSearch(OptunaSearch):
             extra[EARLIER] = {**earlier.user_attrs["metrics"], "epochs": earlier.user_attrs.get("epochs", 0)}
         return extra
 
+    def number_of(self, trial_id: str) -> int | None:
+        """The Optuna trial number of a Ray trial."""
+        ot_trial = self._ot_trials.get(trial_id)
+        return None if ot_trial is None else ot_trial.number
+
     def _node_ips(self) -> dict[str, str]:
         """Node id -> the address the node registered with (ray.nodes, on the driver)."""
         return {n["NodeID"]: n.get("NodeManagerAddress", "") for n in ray.nodes()}
@@ -136,7 +172,7 @@ class ResnasOptunaSearch(OptunaSearch):
             return
         ot_trial = self._ot_trials[trial_id]
         last = result or self.last.get(trial_id) or {}
-        for key in ("node", "host", "pid", "device"):
+        for key in ("node", "host", "pid", "device", "torch_threads", "interop_threads"):
             if key in last:
                 ot_trial.set_user_attr(key, last[key])
         # Ray flattens nested results: {"versions": {"torch": ...}} arrives as "versions/torch".
@@ -179,19 +215,51 @@ class ResnasOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
     def _error(self, trial_id: str) -> tuple[str, str]:
+        """(fail_reason, "ExceptionType: message") of a trial that raised, from the error Tune keeps
+        on the driver (the exception itself where Tune pickled it, else the last line of its trace)."""
         trial = self.log.trials.get(trial_id)
-        text = ""
-        if trial is not None:
-            try:
-                text = str(trial.get_error() or "")
-            except Exception:  # the error file may be gone
-                text = ""
-        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-        detail = lines[-1] if lines else "the trial raised"
+        cause = _raised(trial)
+        if cause is not None:
+            from resnas.train import TrialFailure
+
+            if isinstance(cause, TrialFailure):
+                return cause.reason, cause.detail or cause.reason
+            return "error", f"{type(cause).__name__}: {cause}".strip()
+        lines = [line.strip() for line in _error_text(trial).splitlines() if line.strip()]
+        detail = lines[-1] if lines else "the trial raised (Ray kept no error text)"
         for reason in ("nonfinite", "oom", "timeout"):
-            if f"TrialFailure: {reason}" in text or detail.startswith(f"{reason}:"):
+            if detail.startswith(f"{reason}:") or f"TrialFailure: {reason}" in detail:
                 return reason, detail
         return "error", detail
+
+
+def _raised(trial: Any) -> BaseException | None:
+    """The exception a Ray trial raised, unwrapped from Ray's task error."""
+    path = getattr(trial, "pickled_error_file", None)
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        import cloudpickle
+
+        with open(path, "rb") as f:
+            exc = cloudpickle.load(f)
+    except Exception:
+        return None
+    while getattr(exc, "cause", None) is not None and exc.cause is not exc:
+        exc = exc.cause
+    return exc if isinstance(exc, BaseException) else None
+
+
+def _error_text(trial: Any) -> str:
+    """The text trace Tune wrote for a trial's last failure (on the driver, else in its storage)."""
+    path = getattr(trial, "error_file", None)
+    try:
+        if path and os.path.exists(path):
+            text = open(path).read()
+            return text[text.rfind("Failure #") :]  # the last failure only
+        return str(trial.get_error() or "") if trial is not None else ""
+    except Exception:  # the error file may be gone
+        return ""
 
 
 class RayBackend(Backend):
@@ -202,12 +270,19 @@ class RayBackend(Backend):
         started_here = not ray.is_initialized()
         if started_here:
             try:
-                ray.init(address=request.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+                # Without --address (or RAY_ADDRESS) a local instance, as the README says: Ray's own
+                # default would join whatever cluster the machine's latest `ray start` recorded.
+                address = request.address or os.environ.get("RAY_ADDRESS") or "local"
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ResnasError(f"--address: cannot join Ray at {request.address}: {exc}") from None
         results_dir = tempfile.mkdtemp(prefix="resnas-ray-")
         try:
-            with SearchProgress(study, request.trials) as progress:
+            workers = request.max_concurrent or max(
+                1, int(ray.cluster_resources().get("CPU", 1) / request.cpus_per_trial)
+            )
+            trackers = open_trackers(request.log)
+            with SearchProgress(study, request.trials, workers=workers, trackers=trackers) as progress:
                 stalled = 0
                 while True:
                     with named_faults(request.storage):  # trials of a dead driver or worker: failed, queued again
@@ -215,7 +290,7 @@ class RayBackend(Backend):
                     done = sum(is_finished(t) for t in study.get_trials(deepcopy=False))
                     if done >= request.trials:
                         break
-                    self._fit(request, space, study, request.trials - done, results_dir)
+                    self._fit(request, space, study, request.trials - done, results_dir, progress)
                     progress.update()
                     after = sum(is_finished(t) for t in study.get_trials(deepcopy=False))
                     stalled = stalled + 1 if after == done else 0
@@ -229,7 +304,14 @@ class RayBackend(Backend):
                 ray.shutdown()
 
     @staticmethod
-    def _fit(request: SearchRequest, space: SearchSpace, study: optuna.Study, samples: int, results_dir: str) -> None:
+    def _fit(
+        request: SearchRequest,
+        space: SearchSpace,
+        study: optuna.Study,
+        samples: int,
+        results_dir: str,
+        progress: SearchProgress,
+    ) -> None:
         metrics = [m for m, _ in space.objectives]
         modes = ["max" if d == "maximize" else "min" for _, d in space.objectives]
         single = len(metrics) == 1
@@ -260,7 +342,13 @@ class RayBackend(Backend):
 
         gpus = request.gpus_per_trial if torch.cuda.is_available() else 0
         trainable = tune.with_resources(
-            tune.with_parameters(_trainable, space_text=space.text, source=space.source, timeout=request.trial_timeout),
+            tune.with_parameters(
+                _trainable,
+                space_text=space.text,
+                source=space.source,
+                timeout=request.trial_timeout,
+                threads=request.threads,
+            ),
             {"cpu": request.cpus_per_trial, "gpu": gpus},
         )
         tuner = tune.Tuner(
@@ -275,7 +363,7 @@ class RayBackend(Backend):
                 name=f"{study.study_name}-{int(time.time())}",
                 storage_path=results_dir,
                 failure_config=tune.FailureConfig(max_failures=request.max_failures),
-                callbacks=[log],
+                callbacks=[log, _Progress(progress, searcher)],
                 verbose=0,
             ),
         )

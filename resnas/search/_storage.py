@@ -9,10 +9,12 @@ failed with a ``fail_reason`` and its parameters (nothing else) are queued again
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import functools
 import hashlib
 import json
+import math
 import os
 import platform
 import sqlite3
@@ -28,6 +30,7 @@ from typing import Any, NamedTuple
 
 import optuna
 import sqlalchemy
+from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.storages._rdb import models
 
 from resnas.errors import StudyError
@@ -151,6 +154,18 @@ def requeue_lost(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         study.enqueue_trial(params, user_attrs={"retry_of": trial.number, "retries": retries + 1})
 
 
+def set_trial_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """``trial.set_user_attr`` for several keys at once: one commit on a :class:`ResnasStorage`
+    (each ``set_user_attr`` is its own transaction), one call per key on any other storage."""
+    store = getattr(trial.storage, "_backend", trial.storage)
+    if isinstance(store, ResnasStorage):
+        store.set_trial_user_attrs(trial._trial_id, attrs)
+        trial._cached_frozen_trial.user_attrs.update(attrs)
+        return
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
 # --- storage errors -------------------------------------------------------------------------
 
 
@@ -262,6 +277,17 @@ def _retrying(method: Any) -> Any:
                 pause = min(pause * 2, 8.0)
 
     return call
+
+
+class TrialRecord(NamedTuple):
+    """What a report reads of a trial: the fields of a ``FrozenTrial`` it uses, and only the user
+    attributes it asked for."""
+
+    number: int
+    trial_id: int
+    state: optuna.trial.TrialState
+    values: list[float] | None
+    user_attrs: dict[str, Any]
 
 
 class TrialCounts(NamedTuple):
@@ -386,6 +412,58 @@ class ResnasStorage(optuna.storages.RDBStorage):
             )
         return None if row is None else (int(row[0]), float(row[1]))
 
+    def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
+        """Several user attributes of a trial in one transaction (one commit, not one per key)."""
+        with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session, True) as session:
+            for key, value in attrs.items():
+                self._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+
+    def trial_records(self, study_id: int, keys: tuple[str, ...], states: tuple | None = None) -> list[TrialRecord]:
+        """The study's trials (in ``states``; all if None) by number, with their values and the user
+        attributes named in ``keys``: three plain queries, no ORM objects (10,000 trials in well
+        under a second, where ``study.get_trials`` takes tens of seconds)."""
+        T, V, A = (m.__tablename__ for m in (models.TrialModel, models.TrialValueModel, models.TrialUserAttributeModel))
+        # Plain SQL: no ORM objects and no per-row type conversion (both cost seconds at 10,000 trials).
+        where = "t.study_id = :sid" + (" AND t.state IN :states" if states is not None else "")
+        params: dict[str, Any] = {"sid": study_id, "keys": list(keys)}
+        binds = [sqlalchemy.bindparam("keys", expanding=True)]
+        if states is not None:
+            params["states"] = [s.name for s in states]
+            binds.append(sqlalchemy.bindparam("states", expanding=True))
+
+        with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session) as session:
+
+            def run(sql: str) -> list:
+                text = sqlalchemy.text(sql)
+                used = [b for b in binds if f":{b.key}" in sql]
+                return session.execute(
+                    text.bindparams(*used), {k: v for k, v in params.items() if f":{k}" in sql}
+                ).all()
+
+            rows = run(f"SELECT t.trial_id, t.number, t.state FROM {T} t WHERE {where}")
+            values = run(
+                f"SELECT v.trial_id, v.value, v.value_type FROM {V} v JOIN {T} t ON t.trial_id = v.trial_id "
+                f"WHERE {where} ORDER BY v.trial_id, v.objective"
+            )
+            attrs = run(
+                f"SELECT a.trial_id, a.key, a.value_json FROM {A} a JOIN {T} t ON t.trial_id = a.trial_id "
+                f"WHERE {where} AND a.key IN :keys"
+            )
+        infinite = {"INF_POS": math.inf, "INF_NEG": -math.inf}
+        by_id: dict[int, list[float]] = {}
+        for trial_id, value, kind in values:
+            by_id.setdefault(trial_id, []).append(float(value) if kind == "FINITE" else infinite[kind])
+        user: dict[int, dict[str, Any]] = {}
+        loads = json.loads
+        for trial_id, key, text in attrs:
+            user.setdefault(trial_id, {})[key] = loads(text)
+        state_of = {s.name: s for s in optuna.trial.TrialState}
+        records = [
+            TrialRecord(number, trial_id, state_of[state], by_id.get(trial_id), user.get(trial_id, {}))
+            for trial_id, number, state in rows
+        ]
+        return sorted(records, key=lambda r: r.number)
+
     def trials_with_attr(self, study_id: int, key: str, value: Any, states: tuple) -> list[int]:
         """Numbers of the study's trials in ``states`` whose user attr ``key`` equals ``value``."""
         T, A = models.TrialModel, models.TrialUserAttributeModel
@@ -419,6 +497,7 @@ for _name in (
     "set_trial_state_values",
     "set_trial_intermediate_value",
     "set_trial_user_attr",
+    "set_trial_user_attrs",
     "set_trial_system_attr",
     "get_trial_id_from_study_id_trial_number",
     "get_trial",
@@ -428,10 +507,39 @@ for _name in (
     "running_owners",
     "trial_counts",
     "trials_with_attr",
+    "trial_records",
     "finished_numbers",
     "best_first_value",
 ):
     setattr(ResnasStorage, _name, _retrying(getattr(ResnasStorage, _name)))
+
+
+class LeanCache(_CachedStorage):
+    """Optuna's trial cache, except that questions about unfinished trials only (the queue of
+    WAITING trials a worker pops, RUNNING ones) go straight to the database: the cache loads
+    every trial of the study on its first read, 10,000 finished trials to find the next queued
+    one. Samplers that read the finished trials (TPE, NSGA-II) still load them, once per process."""
+
+    def get_all_trials(
+        self, study_id: int, deepcopy: bool = True, states: Any = None
+    ) -> list[optuna.trial.FrozenTrial]:
+        if states is not None and not any(s.is_finished() for s in states):
+            trials = self._backend.get_all_trials(study_id, deepcopy=False, states=tuple(states))
+            with self._lock:  # known to the cache (a worker writes to them next), read again until finished
+                if study_id not in self._studies:
+                    self._studies[study_id] = _StudyInfo()
+                self._add_trials_to_cache(study_id, trials)
+                self._studies[study_id].unfinished_trial_ids.update(t._trial_id for t in trials)
+            return copy.deepcopy(trials) if deepcopy else trials
+        return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
+
+
+def lean(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    """The storage to hand to ``optuna.create_study``/``load_study``: an RDB storage under a
+    :class:`LeanCache` (Optuna would put its own cache around it)."""
+    if isinstance(storage, optuna.storages.RDBStorage):
+        return LeanCache(storage)
+    return storage
 
 
 # --- opening --------------------------------------------------------------------------------

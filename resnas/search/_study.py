@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import optuna
 
 from resnas.errors import SpecError, StudyError
 from resnas.search._baselines import BASELINE, baselines
-from resnas.search._storage import open_storage, sqlite_path, storage_url
+from resnas.search._storage import lean, open_storage, sqlite_path, storage_url
 from resnas.space import SearchSpace, parse_space
 from resnas.space._parse import canonical
 from resnas.space._sample import ENCODING_VERSION
@@ -100,8 +101,14 @@ def changed_keys(old: SearchSpace, new: SearchSpace) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def spec_text(study: optuna.Study) -> str | None:
+    """The stored spec: a study system attr, which Optuna's own views (``optuna studies``) do not
+    print; studies made by an older resnas hold it as a user attr."""
+    return study._storage.get_study_system_attrs(study._study_id).get(SPEC_TEXT) or study.user_attrs.get(SPEC_TEXT)
+
+
 def stored_space(study: optuna.Study) -> SearchSpace:
-    text = study.user_attrs.get(SPEC_TEXT)
+    text = spec_text(study)
     if text is None:
         raise StudyError(f"study {study.study_name!r} was not made by resnas (it has no stored spec)")
     try:
@@ -112,7 +119,7 @@ def stored_space(study: optuna.Study) -> SearchSpace:
 
 def check_encoding(study: optuna.Study) -> None:
     """Refuse to add trials to a study whose parameters name connections differently."""
-    if SPEC_TEXT not in study.user_attrs:
+    if spec_text(study) is None:
         return  # not (yet) a resnas study: stored_space says so
     found = study.user_attrs.get(ENCODING, 1)
     if found != ENCODING_VERSION:
@@ -136,7 +143,42 @@ def load_study(name: str | None, url: str | None = None, *, heartbeat: bool = Fa
     if name not in names:
         known = ", ".join(sorted(names)) or "none"
         raise StudyError(f"--study: no study named {name!r} in {storage_url(url)} (studies there: {known})")
-    return optuna.load_study(study_name=name, storage=storage)
+    return optuna.load_study(study_name=name, storage=lean(storage))
+
+
+# One study handle per process and thread: a search opens its study once, whichever of its
+# parts (the command, the backend, the worker) asks. Keyed by storage URL, study name, thread,
+# and for SQLite the file's identity (a database replaced at the same path is opened anew).
+_HANDLES: dict[tuple, tuple[optuna.Study, SearchSpace]] = {}
+
+
+def _handle_key(url: str, name: str) -> tuple | None:
+    db = sqlite_path(url)
+    ident = None
+    if db is not None:
+        try:
+            st = os.stat(db)
+        except OSError:
+            return None
+        ident = (st.st_dev, st.st_ino)
+    return url, name, threading.get_ident(), os.getpid(), ident
+
+
+def _reuse(key: tuple | None, space: SearchSpace | None) -> tuple[optuna.Study, SearchSpace] | None:
+    """The handle this process and thread opened on the study before, if it still names it."""
+    found = _HANDLES.get(key) if key is not None else None
+    if found is None:
+        return None
+    study, stored = found
+    if space is not None and space.hash != stored.hash:
+        return None  # the full path below says what changed
+    try:
+        if study._storage.get_study_id_from_name(study.study_name) == study._study_id:
+            return found
+    except KeyError:
+        pass
+    del _HANDLES[key]
+    return None
 
 
 def open_study(
@@ -149,13 +191,19 @@ def open_study(
 ) -> tuple[optuna.Study, SearchSpace]:
     """Resume the study (refusing a changed spec) or create it; returns it with its space."""
     url = storage_url(url)
-    storage = open_storage(url)
     name = name or (space.name if space is not None else None)
-    names = optuna.get_all_study_names(storage)
     if name is None:
         raise StudyError("give a spec file or --study NAME")
+    key = _handle_key(url, name)
+    again = _reuse(key, space)
+    if again is not None:
+        study, stored = again
+        _set_request(study, url, trials or stored.spec.search.trials, artifacts)
+        return study, stored
+    storage = open_storage(url)
+    names = optuna.get_all_study_names(storage)
     if name in names:
-        probe = optuna.load_study(study_name=name, storage=storage)
+        probe = optuna.load_study(study_name=name, storage=lean(storage))
         check_encoding(probe)
         stored = stored_space(probe)
         if space is not None and space.hash != stored.hash:
@@ -173,24 +221,35 @@ def open_study(
     existing = storage.trial_counts(probe._study_id)[2] if name in names else 0  # counted, not loaded
     study = optuna.create_study(
         study_name=name,
-        storage=storage,
+        storage=lean(storage),
         directions=[d for _, d in space.objectives],
         sampler=make_sampler(space, trials, sampler_seed(space, existing, worker)),
         pruner=make_pruner(space),
         load_if_exists=True,
     )
-    if SPEC_TEXT not in study.user_attrs:
+    if spec_text(study) is None:
         study.set_user_attr(ENCODING, ENCODING_VERSION)  # before the spec: a resuming worker checks it
-        study.set_user_attr(SPEC_TEXT, space.text)
+        study._storage.set_study_system_attr(study._study_id, SPEC_TEXT, space.text)
         study.set_user_attr(SPEC_HASH, space.hash)
         study.set_user_attr(SPEC_SOURCE, space.source)
         study.set_user_attr("objectives", [list(o) for o in space.objectives])
         study.set_metric_names([m for m, _ in space.objectives])
         for label, params in references.items():  # trained first: the reference points of the leaderboard
             study.enqueue_trial(params, user_attrs={BASELINE: label}, skip_if_exists=True)
-    study.set_user_attr(REQUESTED, trials)
-    if artifacts is not None or ARTIFACT_DIR not in study.user_attrs:
+    _set_request(study, url, trials, artifacts)
+    if key is not None:
+        _HANDLES[key] = (study, space)
+    return study, space
+
+
+def _set_request(study: optuna.Study, url: str, trials: int, artifacts: str | None) -> None:
+    """Record the trials asked for and where weights go (written only when they change)."""
+    attrs = study.user_attrs
+    if attrs.get(REQUESTED) != trials:
+        study.set_user_attr(REQUESTED, trials)
+    if artifacts is not None or ARTIFACT_DIR not in attrs:
         db = sqlite_path(url)
         default = (db.parent if db is not None else Path.cwd()) / "resnas-artifacts"
-        study.set_user_attr(ARTIFACT_DIR, str(Path(artifacts or default).resolve()))
-    return study, space
+        where = str(Path(artifacts or default).resolve())
+        if attrs.get(ARTIFACT_DIR) != where:
+            study.set_user_attr(ARTIFACT_DIR, where)

@@ -215,6 +215,30 @@ def test_pt2_program_matches(tiny_study, tmp_path):
     torch.testing.assert_close(program.module()(x), model(x))
 
 
+def test_pt2_without_weights_warns_or_uses_kept_weights(tiny_study, run_cli, tmp_path):
+    _, url = tiny_study
+    code, out, err = run_cli("export", "--storage", url, "-o", tmp_path / "n.py", "--pt2", tmp_path / "n.pt2")
+    assert code == 0 and (tmp_path / "n.pt2").exists()
+    assert err.startswith("warning: --pt2 ") and "untrained (random) weights; add --weights" in err, err
+    # A study that kept its weights: the program holds them, no retraining.
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    kept_url = f"sqlite:///{kept / 'resnas.db'}"
+    study = search(load_space(TINY), storage=kept_url, trials=1, keep_weights=True)
+    result = export_trial("tiny", kept_url, out=kept / "n.py", pt2=kept / "n.pt2")
+    assert result.warnings == [f"{kept / 'n.pt2'}: holds the weights the search kept for trial 0"]
+    from resnas import Architecture
+    from resnas.data import load_data
+
+    arch = Architecture.from_dict(study.trials[0].user_attrs["architecture"])
+    data = load_data(load_space(TINY).spec.data, 0)
+    with torch.no_grad():
+        logits = torch.export.load(str(kept / "n.pt2")).module()(data.x_val)
+    accuracy = (logits.argmax(1) == data.y_val).float().mean().item()
+    assert accuracy == pytest.approx(study.trials[0].user_attrs["metrics"]["val_accuracy"], abs=1e-6)
+    assert arch.fingerprint == result.fingerprint
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -8,50 +8,21 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import ROOT, SPACES
+from helpers import ROOT, SPACES, assert_obeys_spec
 
 from resnas import SpecError, build, parse_space
 from resnas.oneshot import Importance, allowed_counts, build_supernet, check_supported, derive, importance
 from resnas.oneshot._space import base_candidate
 from resnas.oneshot._train import train_supernet
 from resnas.space._model import OneShotSettings
-from resnas.space._values import discrete_values
 
 HEADLINE = ROOT / "experiments" / "oneshot" / "headline.yaml"
 
 
 def assert_obeys(space, arch, base, available: int, run: bool = False) -> None:
     """Checked from the spec's words, not from the placement list the derivation uses."""
-    res = space.spec.residual
     assert arch.blocks == base.blocks and arch.stem == base.stem
-    spans = set(discrete_values(res.span))
-    pairs = [(c.src, c.dst) for c in arch.connections]
-    assert len(pairs) == len(set(pairs)), "a placement is used twice"
-    for c in arch.connections:
-        assert 0 <= c.src < c.dst <= arch.num_blocks
-        assert c.span in spans
-        if res.scope == "stage":
-            assert arch.blocks[c.src].stage == arch.blocks[c.dst - 1].stage
-        same = arch.channels_at(c.src) == arch.channels_at(c.dst) and arch.stride_between(c.src, c.dst) == 1
-        grows = arch.channels_at(c.dst) >= arch.channels_at(c.src)
-        if c.kind == "identity":
-            assert same and ("identity" in res.kinds or "pad" in res.kinds)
-        elif c.kind == "pad":
-            assert not same and grows
-            assert "pad" in res.kinds or ("identity" in res.kinds and res.on_shape_change == "pad")
-        elif c.kind == "projection":
-            assert "projection" in res.kinds or (
-                not same and "identity" in res.kinds and res.on_shape_change == "projection"
-            )
-        else:
-            assert c.kind == "gated" and "gated" in res.kinds
-            assert c.shortcut == "identity" if same else c.shortcut in ("projection", "pad")
-    n = len(arch.connections)
-    if res.count == "all":
-        assert n == available
-    else:
-        counts = discrete_values(res.count)
-        assert min(counts) <= n <= max(counts)
+    assert_obeys_spec(space, arch, available)
     model = build(arch).eval()
     if run and math.prod(arch.input_shape) <= 4096:  # the ImageNet presets: building them is the check
         with torch.no_grad():

@@ -4,7 +4,9 @@ RUNNING, every FAIL with a reason, and retried trials that copied parameters onl
 
 Trials here load their data through a function that sleeps (``helpers.sleepy_digits``) while
 the chaos goes on, so a worker is always caught busy; the reruns load at once. Waits
-derive from what is awaited (START_S to start a process, TRIAL_S for a tiny trial).
+derive from what is awaited (START_S to start a process, TRIAL_S for a tiny trial, STOP_S for a
+worker to stop its trial). Every process a test starts runs in a session of its own and is
+killed by pid at the end (``spawn``): other users' processes on the machine are never touched.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import subprocess
 
 import optuna
 import pytest
-from helpers import START_S, TRIAL_S, complete, load, resnas_cmd, sleepy_env, sleepy_spec, wait_until
+from helpers import START_S, STOP_S, TRIAL_S, complete, load, resnas_cmd, sleepy_env, sleepy_spec, wait_until
 
 from resnas.search._storage import process_alive
 
@@ -45,9 +47,9 @@ def assert_clean_finish(tmp_path, proc: subprocess.CompletedProcess) -> optuna.S
     return study
 
 
-def kill_a_busy_worker_then_the_parent(tmp_path, spec) -> int:
+def kill_a_busy_worker_then_the_parent(spawn, tmp_path, spec) -> int:
     """Start ``--jobs 2``; kill -9 one worker inside a trial, then the parent. Returns the killed pid."""
-    parent = subprocess.Popen(
+    parent = spawn(
         resnas_cmd("search", spec, "--trials", N, "--jobs", "2"),
         cwd=tmp_path,
         env=sleepy_env(600),
@@ -55,32 +57,29 @@ def kill_a_busy_worker_then_the_parent(tmp_path, spec) -> int:
         stderr=subprocess.DEVNULL,
     )
     try:
-        pids = wait_until("both workers inside a trial", lambda: len(busy_pids(tmp_path)) == 2, START_S)
+        pids = wait_until("both workers inside a trial", lambda: len(busy_pids(tmp_path)) == 2, START_S + TRIAL_S)
         pids = busy_pids(tmp_path)
         os.kill(pids[0], signal.SIGKILL)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
         # The surviving worker is told by the kernel that its parent died: it stops its trial.
-        wait_until(f"worker {pids[1]} to end with its parent", lambda: not process_alive(pids[1]), 60)
+        wait_until(
+            f"worker {pids[1]} to stop its trial and end with its parent", lambda: not process_alive(pids[1]), STOP_S
+        )
     finally:
-        if parent.poll() is None:
-            parent.kill()
+        parent.kill_all()
     return pids[0]
 
 
-def test_killed_workers_parents_and_plain_asks_end_with_exactly_n(tmp_path):
+def test_killed_workers_parents_and_plain_asks_end_with_exactly_n(cli, spawn, tmp_path):
     spec = sleepy_spec(tmp_path)
-    killed = [kill_a_busy_worker_then_the_parent(tmp_path, spec) for _ in range(2)]
+    killed = [kill_a_busy_worker_then_the_parent(spawn, tmp_path, spec) for _ in range(2)]
     study = load(tmp_path)
     asked = study.ask()  # a user's script that died between ask() and tell()
-    rerun = subprocess.run(
-        resnas_cmd("search", spec, "--trials", N, "--jobs", "2"),
-        cwd=tmp_path,
-        env=sleepy_env(0, RESNAS_GRACE_SECONDS="2"),
-        capture_output=True,
-        text=True,
-        timeout=START_S + N * TRIAL_S,
-    )
+    # A RUNNING trial with no owner and no heartbeat is failed once it is older than the grace; a trial
+    # the rerun itself just created is that until its worker records itself, a moment later, however
+    # loaded the machine: 10 s covers that moment, and the asked trial is failed once that old.
+    rerun = cli("search", spec, "--trials", N, "--jobs", "2", env=sleepy_env(0, RESNAS_GRACE_SECONDS="10"))
     study = assert_clean_finish(tmp_path, rerun)
     by_reason: dict[str, list] = {}
     for t in study.get_trials(states=(TrialState.FAIL,)):
@@ -96,30 +95,22 @@ def test_killed_workers_parents_and_plain_asks_end_with_exactly_n(tmp_path):
     assert requeueable <= retried, "every failed trial was queued again"
 
 
-def test_killed_ray_driver_is_resumed_by_the_optuna_backend(tmp_path):
+def test_killed_ray_driver_is_resumed_by_the_optuna_backend(cli, spawn, tmp_path):
     pytest.importorskip("ray.tune", reason="Ray Tune is not installed (pip install 'resnas[ray]')")
     spec = sleepy_spec(tmp_path)
-    driver = subprocess.Popen(
+    driver = spawn(
         resnas_cmd("search", spec, "--backend", "ray", "--trials", N),
         cwd=tmp_path,
         env=sleepy_env(600),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
     )
     try:
-        wait_until("a Ray trial", lambda: busy_pids(tmp_path, "ray"), START_S)
+        wait_until("a Ray trial", lambda: busy_pids(tmp_path, "ray"), START_S + TRIAL_S)
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        driver.kill_all()  # the driver, the local Ray it started and its workers, by pid
         driver.wait()
-    rerun = subprocess.run(
-        resnas_cmd("search", spec, "--trials", N),
-        cwd=tmp_path,
-        env=sleepy_env(0),
-        capture_output=True,
-        text=True,
-        timeout=START_S + N * TRIAL_S,
-    )
+    rerun = cli("search", spec, "--trials", N, env=sleepy_env(0))
     study = assert_clean_finish(tmp_path, rerun)
     orphans = study.get_trials(states=(TrialState.FAIL,))
     assert orphans and {t.user_attrs["fail_reason"] for t in orphans} == {"driver lost"}

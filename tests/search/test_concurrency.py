@@ -8,12 +8,12 @@ import uuid
 
 import optuna
 import pytest
-from helpers import PG_URL, TINY, complete, load, postgres_up, resnas_cmd
+from helpers import PG_URL, START_S, TINY, TRIAL_S, complete, load, postgres_up, resnas_cmd
 
 
 @pytest.mark.slow
 def test_four_workers_on_one_sqlite_file(cli, tmp_path):
-    proc = cli("search", TINY, "--trials", "20", "--jobs", "4", timeout=600)
+    proc = cli("search", TINY, "--trials", "20", "--jobs", "4")
     assert proc.returncode == 0, proc.stderr
     assert "database is locked" not in proc.stdout + proc.stderr
     study = load(tmp_path)
@@ -27,15 +27,14 @@ def test_four_workers_on_one_sqlite_file(cli, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not postgres_up(), reason="no PostgreSQL server on 127.0.0.1:5432")
-def test_two_processes_share_a_postgres_study(tmp_path):
+def test_two_processes_share_a_postgres_study(spawn, tmp_path):
     name = f"tiny_{uuid.uuid4().hex[:8]}"
     args = resnas_cmd("search", TINY, "--storage", PG_URL, "--study", name, "--trials", "20")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [
-        subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        for _ in range(2)
+        spawn(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)
     ]
-    outputs = [p.communicate(timeout=600) for p in procs]
+    outputs = [p.communicate(timeout=START_S + 20 * TRIAL_S) for p in procs]  # 20 trials between them
     try:
         for p, (out, err) in zip(procs, outputs):
             assert p.returncode == 0, err

@@ -137,7 +137,7 @@ def test_evolution_with_two_workers_reads_the_shared_study(cli, tmp_path):
     spec.write_text(
         TINY.read_text().replace("sampler: random", "sampler: evolution, evolution: {population: 4, sample_size: 2}")
     )
-    proc = cli("search", spec, "--trials", "12", "--jobs", "2", timeout=600)
+    proc = cli("search", spec, "--trials", "12", "--jobs", "2")
     assert proc.returncode == 0, proc.stderr
     done = complete(load(tmp_path))
     assert len(done) == 12 and len({t.user_attrs["pid"] for t in done}) == 2

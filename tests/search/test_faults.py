@@ -20,24 +20,42 @@ import uuid
 
 import optuna
 import pytest
-from helpers import START_S, TINY, TRIAL_S, complete, load, postgres_up, resnas_cmd, sleepy_env, sleepy_spec, wait_until
+from helpers import (
+    START_S,
+    STOP_S,
+    TINY,
+    TRIAL_S,
+    complete,
+    load,
+    postgres_up,
+    resnas_cmd,
+    sleepy_env,
+    sleepy_spec,
+    wait_until,
+)
 
 TrialState = optuna.trial.TrialState
 PG_URL = os.environ.get("RESNAS_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
 
-def popen(args: list, cwd, env: dict | None = None) -> subprocess.Popen:
-    env = env or {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@pytest.fixture
+def popen(spawn):
+    """Start a command with its output captured, in a session that is killed by pid at the end."""
+
+    def start(args: list, cwd, env: dict | None = None) -> subprocess.Popen:
+        env = env or {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return spawn(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    return start
 
 
-def finish(proc: subprocess.Popen, within: float) -> tuple[str, str]:
+def finish(proc: subprocess.Popen, within: float, what: str = "the search to end") -> tuple[str, str]:
     try:
         return proc.communicate(timeout=within)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        proc.kill_all()
         out, err = proc.communicate()
-        raise AssertionError(f"the search did not end within {within:g} s\n{out[-2000:]}\n{err[-2000:]}") from None
+        raise AssertionError(f"waited {within:g} s for {what}\n{out[-2000:]}\n{err[-2000:]}") from None
 
 
 def trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial | None:
@@ -45,7 +63,7 @@ def trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial | None:
     return trials[number] if number < len(trials) else None
 
 
-def test_timeout_and_sigterm_reach_a_sleeping_data_function(tmp_path):
+def test_timeout_and_sigterm_reach_a_sleeping_data_function(popen, tmp_path):
     spec = sleepy_spec(tmp_path)
     proc = popen(resnas_cmd("search", spec, "--trials", "2", "--trial-timeout", "5"), tmp_path, sleepy_env(600))
     try:
@@ -57,14 +75,13 @@ def test_timeout_and_sigterm_reach_a_sleeping_data_function(tmp_path):
         first = wait_until("trial 0 (data sleeping 600 s, --trial-timeout 5) to end", first_ended, START_S + 10)
         assert first.user_attrs["fail_reason"] == "timeout", first.user_attrs
         assert (first.datetime_complete - first.datetime_start).total_seconds() < 10
-        wait_until("trial 1 to start", lambda: trial(load(tmp_path), 1), 30)
+        wait_until("trial 1 to start", lambda: trial(load(tmp_path), 1), TRIAL_S)
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        _, err = finish(proc, 60)
+        _, err = finish(proc, STOP_S, "one SIGTERM to end the search")
         took = time.monotonic() - sent
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        proc.kill_all()
     assert proc.returncode == 130, err
     assert took < 10, f"one SIGTERM took {took:.1f} s to end the search"
     assert "Traceback" not in err
@@ -75,15 +92,14 @@ def test_timeout_and_sigterm_reach_a_sleeping_data_function(tmp_path):
     assert [t.user_attrs["retry_of"] for t in waiting] == [1]
 
 
-def test_deleted_database_stops_the_search_at_once(tmp_path):
+def test_deleted_database_stops_the_search_at_once(popen, tmp_path):
     proc = popen(resnas_cmd("search", TINY, "--trials", "40"), tmp_path)
     try:
         wait_until("two finished trials", lambda: len(complete(load(tmp_path))) >= 2, START_S + 2 * TRIAL_S)
         (tmp_path / "resnas.db").unlink()
-        _, err = finish(proc, 2 * TRIAL_S)
+        _, err = finish(proc, 2 * TRIAL_S, "the search to stop after its database was deleted")
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        proc.kill_all()
     assert proc.returncode == 2, err
     assert f"the database {'resnas.db'} was deleted during the search" in err, err
     assert "Traceback" not in err
@@ -149,29 +165,28 @@ def test_read_only_database_is_named_and_kept(cli, tmp_path, tmpfs):
     assert len(complete(optuna.load_study(study_name="tiny", storage=url))) == 2
 
 
-def test_full_disk_is_named_and_no_finished_trial_is_lost(tmp_path, tmpfs):
-    disk = tmpfs("full", "8m")
+def test_full_disk_is_named_and_no_finished_trial_is_lost(popen, tmp_path, tmpfs):
+    disk = tmpfs("full", "32m")  # several times the 4 MB SQLite's write-ahead log reaches
     url = f"sqlite:///{disk / 'r.db'}"
     proc = popen(resnas_cmd("search", TINY, "--storage", url, "--trials", "40"), tmp_path)
     try:
         study = wait_until("the study", lambda: optuna.load_study(study_name="tiny", storage=url), START_S)
         wait_until("two finished trials", lambda: len(complete(study)) >= 2, START_S + 2 * TRIAL_S)
         seen = {t.number for t in complete(study)}
-        with open(disk / "filler", "wb") as f:  # fill the disk to the last byte
-            try:
+        try:  # fill the disk to the last byte (on a slow machine the search may have filled it already)
+            with open(disk / "filler", "wb") as f:
                 while True:
                     f.write(b"\0" * 65536)
                     f.flush()
-            except OSError:
-                pass
-        _, err = finish(proc, 2 * TRIAL_S)
+        except OSError:
+            pass
+        _, err = finish(proc, 2 * TRIAL_S, "the search to stop on the full disk")
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        proc.kill_all()
     assert proc.returncode == 2, err
     assert f"disk full: cannot write to {disk / 'r.db'}" in err, err
     assert "Traceback" not in err
-    (disk / "filler").unlink()
+    (disk / "filler").unlink(missing_ok=True)
     kept = {t.number for t in complete(optuna.load_study(study_name="tiny", storage=url))}
     assert seen <= kept
 
@@ -228,7 +243,7 @@ class Proxy:
 
 @pytest.mark.slow
 @needs_postgres
-def test_lost_postgres_connection_is_retried_then_named(tmp_path):
+def test_lost_postgres_connection_is_retried_then_named(cli, popen, tmp_path):
     name = f"tiny_{uuid.uuid4().hex[:8]}"
     proxy = Proxy()
     url = PG_URL.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
@@ -240,7 +255,7 @@ def test_lost_postgres_connection_is_retried_then_named(tmp_path):
         wait_until("two finished trials", lambda: len(complete(study)) >= 2, START_S + 2 * TRIAL_S)
         seen = {t.number for t in complete(study)}
         proxy.stop()
-        _, err = finish(proc, 4 + TRIAL_S)
+        _, err = finish(proc, 4 + TRIAL_S, "the search to give up after retrying for 4 s")
         assert proc.returncode == 2, err
         assert f"connection lost to postgresql at 127.0.0.1:{proxy.port}/test" in err, err
         assert "retrying for up to 4 s" in err
@@ -248,27 +263,20 @@ def test_lost_postgres_connection_is_retried_then_named(tmp_path):
         kept = {t.number for t in complete(optuna.load_study(study_name=name, storage=PG_URL))}
         assert seen <= kept
         # The next run fails what the lost run left RUNNING and finishes the count.
-        done = subprocess.run(
-            resnas_cmd("search", TINY, "--storage", PG_URL, "--study", name, "--trials", str(len(kept) + 1)),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=START_S + 2 * TRIAL_S,
-        )
+        done = cli("search", TINY, "--storage", PG_URL, "--study", name, "--trials", len(kept) + 1)
         assert done.returncode == 0, done.stderr
         study = optuna.load_study(study_name=name, storage=PG_URL)
         assert len(complete(study)) == len(kept) + 1
         assert not study.get_trials(states=(TrialState.RUNNING,))
         assert all(t.user_attrs.get("fail_reason") for t in study.get_trials(states=(TrialState.FAIL,)))
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        proc.kill_all()
         optuna.delete_study(study_name=name, storage=PG_URL)
 
 
 @pytest.mark.slow
 @needs_postgres
-def test_three_processes_on_a_new_postgres_database_train_distinct_candidates(tmp_path):
+def test_three_processes_on_a_new_postgres_database_train_distinct_candidates(popen, tmp_path):
     import sqlalchemy
 
     database = f"resnas_{uuid.uuid4().hex[:8]}"
@@ -280,7 +288,7 @@ def test_three_processes_on_a_new_postgres_database_train_distinct_candidates(tm
         args = resnas_cmd("search", TINY, "--storage", url, "--trials", "9")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         procs = [popen(args, tmp_path, env) for _ in range(3)]
-        outputs = [finish(p, START_S + 9 * TRIAL_S) for p in procs]
+        outputs = [finish(p, START_S + 9 * TRIAL_S, "three processes to share 9 trials") for p in procs]
         for p, (_, err) in zip(procs, outputs):
             assert p.returncode == 0, err
         study = optuna.load_study(study_name="tiny", storage=url)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
-import signal
+import shutil
+import socket
 import subprocess
 import sys
-import time
+import tempfile
 
 import optuna
 import pandas as pd
 import pytest
-from helpers import ROOT, TINY, complete, load, resnas_cmd
+from helpers import ROOT, START_S, TINY, TRIAL_S, complete, load, resnas_cmd, sleepy_env, sleepy_spec, wait_until
 
 pytest.importorskip("ray.tune", reason="Ray Tune is not installed (pip install 'resnas[ray]')")
 
@@ -24,13 +26,25 @@ DIGITS = ROOT / "search_spaces" / "digits_cnn.yaml"
 def test_ray_study_works_with_leaderboard_and_export(cli, tmp_path):
     proc = cli("search", DIGITS, "--backend", "ray", "--trials", "6", "--study", "r1", timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # A line per trial as it finishes: printed along the way, so their elapsed times differ.
+    lines = re.findall(r"^trial (\d+) COMPLETE in [\d.]+ s: .* elapsed (\S+), eta", proc.stdout, re.M)
+    assert sorted(int(n) for n, _ in lines) == list(range(6)), proc.stdout
+    assert len({elapsed for _, elapsed in lines}) > 1, proc.stdout
     study = load(tmp_path, "r1")
     done = complete(study)
     assert len(done) == 6
     for t in done:
-        assert {"architecture", "fingerprint", "metrics", "train", "seed", "versions", "node", "device"} <= set(
-            t.user_attrs
-        )
+        assert {
+            "architecture",
+            "fingerprint",
+            "metrics",
+            "train",
+            "seed",
+            "versions",
+            "node",
+            "device",
+            "torch_threads",
+        } <= set(t.user_attrs)
         assert t.user_attrs["epochs"] == 8 and t.user_attrs["metrics"]["train_flops"] > 0
     proc = cli("leaderboard", "--study", "r1", "--csv", "board.csv")
     assert proc.returncode == 0, proc.stderr
@@ -47,7 +61,7 @@ def test_asha_stops_weak_trials_and_records_their_epochs(cli, tmp_path):
         .replace("epochs: 4", "epochs: {int: [3, 4]}")
         .replace("seed: 0}", "seed: 0, pruner: hyperband}")
     )
-    proc = cli("search", spec, "--backend", "ray", "--trials", "6", timeout=900)
+    proc = cli("search", spec, "--backend", "ray", "--trials", "6", timeout=START_S + 6 * TRIAL_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     study = load(tmp_path)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -67,7 +81,7 @@ def test_asha_stops_weak_trials_and_records_their_epochs(cli, tmp_path):
 def test_pruner_none_trains_every_trial_all_its_epochs(cli, tmp_path):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY.read_text().replace("epochs: 4", "epochs: {int: [2, 4]}"))
-    proc = cli("search", spec, "--backend", "ray", "--trials", "4", timeout=900)
+    proc = cli("search", spec, "--backend", "ray", "--trials", "4", timeout=START_S + 4 * TRIAL_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     done = complete(load(tmp_path))
     assert len(done) == 4, [(t.state, t.user_attrs.get("stopped_by")) for t in load(tmp_path).trials]
@@ -87,107 +101,96 @@ def test_failing_trial_is_retried_then_recorded(cli, tmp_path):
     )
     env = {"RESNAS_ALLOW_CODE": "1", "RESNAS_TEST_FLAKY": str(tmp_path / "calls"), "PYTHONPATH": str(ROOT / "tests")}
     args = ("search", spec, "--backend", "ray", "--trials", "4", "--max-failures", "1", "--max-concurrent", "1")
-    proc = cli(*args, timeout=900, env=env)
+    proc = cli(*args, timeout=START_S + 6 * TRIAL_S, env=env)  # 4 trials and 2 failed attempts
     assert proc.returncode == 0, proc.stderr[-2000:]
     study = load(tmp_path)
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 1
     assert failed[0].user_attrs["fail_reason"] == "error", failed[0].user_attrs.get("fail_detail")
+    # The exception's type and message, as the optuna backend records them.
+    assert failed[0].user_attrs["fail_detail"] == "RuntimeError: the flaky loader failed (call 2)"
     assert failed[0].user_attrs["ray_failures"] == 2  # the first attempt and one retry
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 4
 
 
-def test_killed_driver_resumes_to_the_total(tmp_path):
-    spec = tmp_path / "tiny.yaml"
-    spec.write_text(TINY.read_text().replace("epochs: 4", "epochs: 40"))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args = resnas_cmd("search", spec, "--backend", "ray", "--trials", "3")
-    proc = subprocess.Popen(
-        args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+def test_killed_driver_resumes_to_the_total(cli, spawn, tmp_path):
+    spec = sleepy_spec(tmp_path)  # the first run's trials sleep in their data function; the rerun's load at once
+    driver = spawn(
+        resnas_cmd("search", spec, "--backend", "ray", "--trials", "3"),
+        cwd=tmp_path,
+        env=sleepy_env(600),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            time.sleep(1)
-            try:
-                if load(tmp_path).get_trials(states=(TrialState.RUNNING,)):
-                    break
-            except Exception:
-                continue
-        else:
-            raise AssertionError("no Ray trial started")
-        time.sleep(3)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
-        proc.wait()
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
-    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    running = (TrialState.RUNNING,)
+    wait_until("a Ray trial", lambda: load(tmp_path).get_trials(states=running), START_S + TRIAL_S)
+    driver.kill_all()  # the driver, the local Ray it started and that Ray's workers, by pid
+    driver.wait()
+    done = cli("search", spec, "--backend", "ray", "--trials", "3", env=sleepy_env(0), timeout=START_S + 3 * TRIAL_S)
     assert done.returncode == 0, done.stderr[-2000:]
     study = load(tmp_path)
     numbers = [t.number for t in study.trials]
     assert numbers == list(range(len(numbers)))
-    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert not study.get_trials(states=running)
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 3
     orphans = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert orphans
+    assert orphans and {t.user_attrs["fail_reason"] for t in orphans} == {"driver lost"}
     retried = {t.user_attrs.get("retry_of") for t in study.trials}
     assert {t.number for t in orphans} <= retried
 
 
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
-def ray_cluster(tmp_path):
+def ray_cluster(spawn):
     """A real two-node Ray cluster on loopback addresses, with token authentication.
 
     Ray turns --node-ip-address 127.0.0.1 into the machine's outward address; other
-    loopback addresses (127.0.0.2, 127.0.0.3) it keeps. The head listens on 6390 (Redis
-    has 6379).
+    loopback addresses (127.0.0.2, 127.0.0.3) it keeps. Ports are free ones, and each node
+    keeps its files (and the cluster's address) in a directory of its own, so that a Ray of
+    another user on this machine neither collides with this one nor joins it. Teardown
+    stops the nodes' processes by pid (``spawn``), never with ``ray stop``.
+    Yields (environment, head address).
     """
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
-    ray = [sys.executable, "-m", "ray.scripts.scripts"]
-    common = ["--num-cpus", "1", "--disable-usage-stats"]
-    try:
-        subprocess.run(
-            [
-                *ray,
-                "start",
-                "--head",
-                "--node-ip-address",
-                "127.0.0.2",
-                "--port",
-                "6390",
-                "--include-dashboard",
-                "false",
-                *common,
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        subprocess.run(
-            [*ray, "start", "--address", "127.0.0.2:6390", "--node-ip-address", "127.0.0.3", *common],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        yield env
-    finally:
-        subprocess.run([*ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
-
-
-def test_two_node_cluster_runs_trials_on_both_nodes(ray_cluster, tmp_path):
-    proc = subprocess.run(
-        resnas_cmd(
-            "search", TINY, "--backend", "ray", "--trials", "4", "--address", "127.0.0.2:6390", "--cpus-per-trial", "1"
-        ),
-        cwd=tmp_path,
-        env=ray_cluster,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    ray = [sys.executable, "-m", "ray.scripts.scripts", "start", "--num-cpus", "1", "--disable-usage-stats"]
+    head = f"127.0.0.2:{free_port('127.0.0.2')}"
+    dirs = [tempfile.mkdtemp(prefix="ray-", dir="/tmp") for _ in range(2)]  # short: socket paths are limited
+    nodes = (
+        [
+            *ray,
+            "--head",
+            "--node-ip-address",
+            "127.0.0.2",
+            "--port",
+            head.split(":")[1],
+            "--include-dashboard",
+            "false",
+        ],
+        [*ray, "--address", head, "--node-ip-address", "127.0.0.3"],
     )
+    try:
+        for args, temp in zip(nodes, dirs):
+            node = spawn(
+                [*args, "--temp-dir", temp], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            out, _ = node.communicate(timeout=START_S)  # `ray start` returns once its node is up
+            assert node.returncode == 0, out[-2000:]
+        yield env, head
+    finally:
+        for temp in dirs:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_two_node_cluster_runs_trials_on_both_nodes(cli, ray_cluster, tmp_path):
+    env, head = ray_cluster
+    args = ("search", TINY, "--backend", "ray", "--trials", "4", "--address", head, "--cpus-per-trial", "1")
+    proc = cli(*args, env=env, timeout=START_S + 4 * TRIAL_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     study = load(tmp_path)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]

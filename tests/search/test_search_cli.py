@@ -12,6 +12,7 @@ import pandas as pd
 from helpers import START_S, TINY, TRIAL_S, complete, load, resnas_cmd, sleepy_env, sleepy_spec, wait_until
 
 from resnas import Architecture
+from resnas.search import stored_space
 
 METRICS = {
     "val_accuracy",
@@ -41,7 +42,7 @@ def test_small_search_records_every_trial(cli, tmp_path):
         assert t.user_attrs["device"] == "cpu"
         assert {"torch", "optuna", "resnas"} <= set(t.user_attrs["versions"])
         assert isinstance(t.user_attrs["seed"], int) and t.user_attrs["host"]
-    assert study.user_attrs["spec_text"] == TINY.read_text()
+    assert stored_space(study).text == TINY.read_text()
     # A plain Optuna study: metric names, and a CSV leaderboard with one row per finished trial.
     assert study.metric_names == ["val_accuracy"]
     proc = cli("leaderboard", "--study", "tiny", "--csv", "board.csv")
@@ -100,9 +101,9 @@ def slow_spec(tmp_path):
     return spec
 
 
-def test_killed_worker_trial_fails_and_is_retried(cli, tmp_path):
+def test_killed_worker_trial_fails_and_is_retried(cli, spawn, tmp_path):
     spec = sleepy_spec(tmp_path)  # the first run's trial hangs in its data function; the rerun's loads at once
-    proc = subprocess.Popen(
+    proc = spawn(
         resnas_cmd("search", spec, "--trials", "2"),
         cwd=tmp_path,
         env=sleepy_env(600),
@@ -114,14 +115,7 @@ def test_killed_worker_trial_fails_and_is_retried(cli, tmp_path):
     proc.wait()
     params = load(tmp_path).trials[killed].params
     # No wait for a heartbeat to go stale: the trial's owner record names a process that is gone.
-    done = subprocess.run(
-        resnas_cmd("search", spec, "--trials", "2"),
-        cwd=tmp_path,
-        env=sleepy_env(0),
-        capture_output=True,
-        text=True,
-        timeout=START_S + 3 * TRIAL_S,
-    )
+    done = cli("search", spec, "--trials", "2", env=sleepy_env(0))
     assert done.returncode == 0, done.stderr
     study = load(tmp_path)
     states = {t.number: t.state for t in study.trials}
@@ -137,9 +131,9 @@ def test_killed_worker_trial_fails_and_is_retried(cli, tmp_path):
     assert "fail_reason" not in retried[0].user_attrs, "a retry copies parameters, not the failure record"
 
 
-def test_sigterm_ends_the_trial_cleanly_and_requeues_it(cli, tmp_path):
+def test_sigterm_ends_the_trial_cleanly_and_requeues_it(cli, spawn, tmp_path):
     spec = slow_spec(tmp_path)
-    proc = subprocess.Popen(
+    proc = spawn(
         resnas_cmd("search", spec, "--trials", "2"),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
@@ -166,6 +160,7 @@ def test_same_seed_same_trials(cli, tmp_path):
             cwd=tmp_path / sub,
             capture_output=True,
             text=True,
+            timeout=START_S + 3 * TRIAL_S,
         )
         assert proc.returncode == 0, proc.stderr
         study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / sub / 'resnas.db'}")
@@ -178,23 +173,17 @@ def test_same_seed_same_trials(cli, tmp_path):
     assert run("a") == run("b")
 
 
-def test_sigterm_stops_every_worker_of_a_jobs_run(tmp_path):
+def test_sigterm_stops_every_worker_of_a_jobs_run(spawn, tmp_path):
     spec = slow_spec(tmp_path)
-    proc = subprocess.Popen(
+    proc = spawn(
         resnas_cmd("search", spec, "--trials", "4", "--jobs", "2"),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.time() + START_S
-    while time.time() < deadline:  # both workers inside a trial
-        time.sleep(0.5)
-        try:
-            if len(load(tmp_path).get_trials(states=(optuna.trial.TrialState.RUNNING,))) == 2:
-                break
-        except Exception:
-            continue
+    running = (optuna.trial.TrialState.RUNNING,)
+    wait_until("both workers inside a trial", lambda: len(load(tmp_path).get_trials(states=running)) == 2, START_S)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -207,12 +196,12 @@ def test_sigterm_stops_every_worker_of_a_jobs_run(tmp_path):
     assert sorted(t.user_attrs["retry_of"] for t in queued) == sorted(t.number for t in stopped)
 
 
-def test_two_signals_requeue_every_trial_and_exit_130(tmp_path):
+def test_two_signals_requeue_every_trial_and_exit_130(spawn, tmp_path):
     """TERM, TERM: with --jobs 2 and in one process, every running trial ends FAIL
     (interrupted) and is queued again, nothing is left RUNNING, and the exit code is 130."""
     spec = sleepy_spec(tmp_path)
     for jobs, study_name in ((2, "jobs"), (1, "single")):
-        proc = subprocess.Popen(
+        proc = spawn(
             resnas_cmd("search", spec, "--trials", "4", "--jobs", jobs, "--study", study_name),
             cwd=tmp_path,
             env=sleepy_env(600),

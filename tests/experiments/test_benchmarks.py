@@ -1,0 +1,60 @@
+"""experiments/benchmarks/run.py runs end to end and prints a row for every figure."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT
+
+SCRIPT = ROOT / "experiments" / "benchmarks" / "run.py"
+README = ROOT / "experiments" / "benchmarks" / "README.md"
+FIGURES = [
+    "resnet20 train step time, built / hand-written",
+    "resnet20 eval forward time, built / hand-written",
+    "resnet20 eval peak memory growth, built / hand-written",
+    "resnet20 outputs, built vs hand-written",
+    "resnet18 train step time, built / hand-written",
+    "resnet18 eval forward time, built / hand-written",
+    "resnet18 eval peak memory growth, built / hand-written",
+    "resnet18 outputs, built vs hand-written",
+    "search overhead per trial, steady state (trials 2..N), resnas - plain Optuna",
+    "search overhead over a whole search, one-time costs included, resnas / plain Optuna",
+    "--jobs 2 speed-up, wall(--jobs 1) / wall(--jobs 2)",
+    "index-slice batching throughput / DataLoader loop",
+    "resumed search, first new trial later than on the empty study (medium)",
+    "resumed search, first new trial later than on the empty study (large)",
+    "leaderboard on the large study",
+]
+LOAD = re.compile(r"^\d+\.\d\d \d+\.\d\d \d+\.\d\d$")
+
+
+def rows_of(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 6 and cells[0] != "figure":
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+@pytest.mark.slow
+def test_quick_run_prints_every_row_with_load_and_verdict():
+    before = README.read_text()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, timeout=1200, env=env, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = rows_of(proc.stdout)
+    assert list(rows) == FIGURES
+    for figure, (_setting, value, target, verdict, load) in rows.items():
+        assert value and target, figure
+        assert verdict in ("pass", "FAIL", "-"), figure
+        assert (verdict == "-") == (target == "-" or target == "keep ~1x"), figure
+        assert LOAD.match(load), figure
+    assert rows["resnet20 outputs, built vs hand-written"][1] == "bit-identical"
+    assert README.read_text() == before  # --quick never writes the table

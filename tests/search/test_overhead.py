@@ -1,0 +1,132 @@
+"""What a search and the reports cost beyond training: attribute writes per trial, what a
+resumed search and the leaderboard read from a large study, FLOP counting, Pareto ranks."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from helpers import ROOT, TINY
+from torch.utils.flop_counter import FlopCounterMode
+
+from resnas.costs import flops_per_sample
+from resnas.nn import build
+from resnas.report import pareto_ranks
+from resnas.search import search
+from resnas.search._storage import ResnasStorage
+from resnas.space import load_space, sample
+
+
+def _startup_module():
+    spec = importlib.util.spec_from_file_location("startup_run", ROOT / "experiments" / "startup" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _spec(tmp_path, epochs: int = 2):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.read_text().replace("epochs: 4", f"epochs: {epochs}").replace("limit: 500", "limit: 100"))
+    return load_space(str(path))
+
+
+class Calls:
+    """Counts calls of storage methods (on the class: every storage of the process)."""
+
+    def __init__(self, monkeypatch, *names: str):
+        self.counts = dict.fromkeys(names, 0)
+        for name in names:
+            original = getattr(ResnasStorage, name)
+
+            def counted(self_, *args, _name=name, _original=original, **kwargs):
+                self.counts[_name] += 1
+                return _original(self_, *args, **kwargs)
+
+            monkeypatch.setattr(ResnasStorage, name, counted)
+
+
+def test_a_trial_writes_its_attributes_once_per_phase(tmp_path, monkeypatch):
+    space = _spec(tmp_path, epochs=3)
+    calls = Calls(monkeypatch, "set_trial_user_attr", "set_trial_user_attrs")
+    study = search(space, storage=f"sqlite:///{tmp_path / 'r.db'}", trials=3, device="cpu")
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(done) == 3
+    # start (owner, candidate) and end (diagnostics, history, metrics): two writes, none per epoch
+    assert calls.counts["set_trial_user_attr"] == 0
+    assert calls.counts["set_trial_user_attrs"] <= 2 * 3
+    for t in done:
+        if "repeat_of" in t.user_attrs:
+            continue
+        assert len(t.user_attrs["history"]) == t.user_attrs["epochs"] == 3
+        assert {"owner", "architecture", "metrics", "scores", "finished"} <= set(t.user_attrs)
+
+
+@pytest.mark.slow
+def test_resumed_search_and_leaderboard_do_not_load_the_finished_trials(tmp_path, monkeypatch, run_cli):
+    space = _spec(tmp_path, epochs=1)
+    url = f"sqlite:///{tmp_path / 'resnas.db'}"
+    search(space, storage=url, trials=1, device="cpu")
+    _startup_module().copies(tmp_path / "resnas.db", 400)
+    built = Calls(monkeypatch, "_build_frozen_trial_from_trial_model")
+    search(space, storage=url, trials=402, device="cpu")
+    # the two new trials and a few reads of them, not the 400 finished ones
+    assert built.counts["_build_frozen_trial_from_trial_model"] < 50
+    before = built.counts["_build_frozen_trial_from_trial_model"]
+    code, out, err = run_cli("leaderboard", "--storage", url, "--top", "5")
+    assert code == 0, err
+    assert "… 397 more, see `resnas leaderboard`" in out
+    assert built.counts["_build_frozen_trial_from_trial_model"] == before  # read in plain SQL
+    code, out, err = run_cli("studies", "--storage", url)
+    assert code == 0 and "402" in out, err
+    assert built.counts["_build_frozen_trial_from_trial_model"] == before
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "tests/data/tiny.yaml",
+        "search_spaces/resnext_digits.yaml",
+        "search_spaces/mlp_tabular.yaml",
+        "search_spaces/mnist1d_conv1d.yaml",
+        "search_spaces/mnist1d_transformer.yaml",
+    ],
+)
+def test_flops_are_those_of_torch_flop_counter(spec):
+    space = load_space(str(ROOT / spec))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    from resnas.data import load_data
+
+    shape = tuple(load_data(space.spec.data, 0).x_train.shape[1:])
+    for _ in range(2):
+        model = build(sample(space, study.ask()).architecture)
+        with FlopCounterMode(display=False) as counter:
+            model(torch.randn(2, *shape)).sum().backward()
+        model.zero_grad(set_to_none=True)
+        assert flops_per_sample(model, shape) == counter.get_total_flops() // 2 > 0
+
+
+def _dominance_ranks(values: np.ndarray, maximize: list[bool]) -> list[int]:
+    signed = np.where(maximize, -values, values)
+    ranks, left, rank = [0] * len(signed), set(range(len(signed))), 0
+    while left:
+        rank += 1
+        front = [
+            i for i in left if not any((signed[j] <= signed[i]).all() and (signed[j] < signed[i]).any() for j in left)
+        ]
+        for i in front:
+            ranks[i] = rank
+        left -= set(front)
+    return ranks
+
+
+def test_pareto_ranks_are_non_dominated_fronts():
+    rng = np.random.default_rng(0)
+    for n, k in itertools.product((1, 7, 60), (2, 3)):
+        values = rng.integers(0, 5, size=(n, k)).astype(float)  # ties on purpose
+        values[0, 0] = -np.inf
+        maximize = [True] + [False] * (k - 1)
+        assert list(pareto_ranks(values, maximize)) == _dominance_ranks(values, maximize)

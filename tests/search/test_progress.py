@@ -1,0 +1,39 @@
+"""What a search shows while it runs: a line per finished trial, epochs within a trial, an ETA."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+
+import optuna
+from helpers import TINY
+from rich.console import Console
+
+import resnas.search._progress as progress_module
+from resnas import load_space
+from resnas.search import search
+
+
+def test_terminal_shows_trial_lines_epochs_and_eta(tmp_path, monkeypatch, capsys):
+    screen = io.StringIO()
+    monkeypatch.setattr(progress_module, "Console", lambda **_: Console(file=screen, force_terminal=True, width=250))
+    url = f"sqlite:///{tmp_path / 'resnas.db'}"
+    optuna.logging.set_verbosity(logging.INFO)
+    search(load_space(TINY), storage=url, trials=1)
+    search(load_space(TINY), storage=url, trials=2)  # resumes: Optuna would say "Using an existing study"
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue()).replace("\r", "\n")
+    lines = re.findall(
+        r"^trial (\d+) (\w+) in [\d.]+ s: val_accuracy=\S+ \| (\d)/(\d) finished.*eta (\S+)$", text, re.M
+    )
+    assert [(n, state, done, wanted) for n, state, done, wanted, _ in lines] == [
+        ("0", "COMPLETE", "1", "1"),
+        ("1", "COMPLETE", "2", "2"),
+    ], text[-3000:]
+    assert all(re.fullmatch(r"\d+:\d\d:\d\d", eta) for *_, eta in lines)  # never "-" once a trial ended
+    # Within a trial: its epochs and current validation accuracy on the live line.
+    assert re.search(r"trial 1: epoch [1-4]/4 val 0\.\d{3}", text), text[-3000:]
+    # The Python API leaves Optuna's INFO lines out, and the caller's verbosity as it was.
+    err = capsys.readouterr().err
+    assert "Using an existing study" not in err and "finished with value" not in err, err
+    assert optuna.logging.get_verbosity() == logging.INFO
