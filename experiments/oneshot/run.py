@@ -285,17 +285,31 @@ def report(url: str, results: Path) -> None:
         lines += [
             "",
             "| seed | supernet s | derivation s (passes) | derived epoch s | one-shot s | random search s | "
-            "seconds ratio | load average |",
-            "|---:|---:|---:|---:|---:|---:|---:|---|",
+            "seconds ratio | ratio, derived epoch at least the random mean | load average |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for seed, t in sorted(runs.items()):
+            # The derived network's epochs are timed last; where the load fell meanwhile, they
+            # are flattered. Taking them at least as long as the random architectures' mean:
+            mean = sum(t["random_epoch_seconds"]) / len(t["random_epoch_seconds"])
+            epochs = t["random_seconds"] / sum(t["random_epoch_seconds"])
+            slow = max(mean, t["derived_epoch_seconds"])
+            t["ratio_at_least_mean"] = (t["supernet_seconds"] + t["derive_seconds"] + epochs * slow) / t[
+                "random_seconds"
+            ]
             lines.append(
                 f"| {seed} | {t['supernet_seconds']:.1f} | {t['derive_seconds']:.1f} ({t['derive_passes']}) | "
                 f"{t['derived_epoch_seconds']:.2f} | {t['oneshot_seconds']:.1f} | {t['random_seconds']:.1f} | "
-                f"{t['ratio']:.3f} | {' / '.join(f'{x:.0f}' for x in t['load'])} |"
+                f"{t['ratio']:.3f} | {t['ratio_at_least_mean']:.3f} | {' / '.join(f'{x:.0f}' for x in t['load'])} |"
             )
         summary["timing_median_ratio"] = float(np.median([t["ratio"] for t in runs.values()]))
-        lines.append(f"| median | | | | | | {summary['timing_median_ratio']:.3f} | |")
+        summary["timing_median_ratio_at_least_mean"] = float(
+            np.median([t["ratio_at_least_mean"] for t in runs.values()])
+        )
+        lines.append(
+            f"| median | | | | | | {summary['timing_median_ratio']:.3f} | "
+            f"{summary['timing_median_ratio_at_least_mean']:.3f} | |"
+        )
     text = "\n".join(lines)
     print(text)
     suffix = "" if TASK == "adaptive" else f"-{TASK}"
