@@ -85,6 +85,7 @@ def sleepy_env(sleep: float = 0, **extra: str) -> dict:
         "PYTHONUNBUFFERED": "1",
         "RESNAS_TEST_DATA_SLEEP": str(sleep),
         "RESNAS_ALLOW_CODE": "1",
+        "RESNAS_DATA_CHECK_SECONDS": "0",  # search's one call of the data function before the study: not awaited
         **extra,
     }
 

@@ -10,10 +10,14 @@ leaderboard on 2,000 and 10,000-trial studies [the empty study] (experiments/sta
 Baseline and candidate runs alternate; every process runs torch on one thread except the
 ``--jobs`` row, whose subject is threads. Each row prints the load average beside it.
 
+Train step and eval forward times are the thread's CPU time (``time.thread_time``; with one
+torch thread, forward and backward run on it): on a shared machine the wall time mostly
+measures the other processes.
+
 Peak memory: each eval forward runs in a fresh process with glibc's mmap threshold fixed at
 64 KiB (``MALLOC_MMAP_THRESHOLD_``), so every tensor is its own mapping, returned to the system
-when freed; the growth of ``ru_maxrss`` across the forward is then the peak of live tensor
-memory, to the page, the same on every run.
+when freed; the growth of the peak resident memory (``VmHWM``) across the forward is then the
+peak of live tensor memory, to the page, the same on every run.
 
 ``--quick`` runs each figure at a toy size (for the test that every row is produced); its
 values mean nothing. Without ``--no-write`` the table goes into README.md between the markers.
@@ -162,29 +166,36 @@ def train_steps(model, opts, x, y, steps: int) -> float:
     import torch.nn.functional as F
 
     model.train()
-    start = time.perf_counter()
+    start = time.thread_time()
     for _ in range(steps):
         loss = F.cross_entropy(model(x), y)
         opts[model].zero_grad()
         loss.backward()
         opts[model].step()
-    return time.perf_counter() - start
+    return time.thread_time() - start
 
 
 def eval_forwards(model, x, steps: int) -> float:
     import torch
 
     model.eval()
-    start = time.perf_counter()
+    start = time.thread_time()
     with torch.no_grad():
         for _ in range(steps):
             model(x)
-    return time.perf_counter() - start
+    return time.thread_time() - start
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: ``VmHWM``, which belongs to the address space and
+    starts afresh at exec (``ru_maxrss`` does not: Linux carries it over from the parent)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit("no VmHWM in /proc/self/status: peak memory needs Linux")
 
 
 def memory_child(name: str, which: str, batch: str, size: str) -> dict:
-    import resource
-
     import torch
 
     sys.path.insert(0, str(HERE))
@@ -196,10 +207,10 @@ def memory_child(name: str, which: str, batch: str, size: str) -> dict:
     with torch.no_grad():
         model(torch.randn(2, 3, int(size), int(size)))  # one-time allocations before the baseline
         x = torch.randn(int(batch), 3, int(size), int(size))
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        before = peak_rss_mb()
         model(x)
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"mb": (after - before) / 1024}
+        after = peak_rss_mb()
+    return {"mb": after - before}
 
 
 # ---- search overhead vs a plain Optuna loop -------------------------------------------------
@@ -207,11 +218,21 @@ def overhead_spec(trials: int, epochs: int) -> str:
     return TINY.replace("epochs: 4", f"epochs: {epochs}").replace("trials: 4", f"trials: {trials}")
 
 
+def cpu_s() -> float:
+    """CPU seconds of this process, every thread (a trial runs in its own thread)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def search_child(kind: str, directory: str, trials: str, epochs: str) -> dict:
-    """One search of ``trials`` trials; wall seconds after imports, and each trial's end time."""
+    """One search of ``trials`` trials: wall and CPU seconds after imports, and the wall and CPU
+    clocks each time a trial's training returns (the same ``resnas.train.train`` in both loops)."""
     import optuna
     import torch
 
+    import resnas.search._objective
     from resnas import parse_space
     from resnas.arch import Architecture
     from resnas.data import load_data
@@ -219,52 +240,59 @@ def search_child(kind: str, directory: str, trials: str, epochs: str) -> dict:
     from resnas.search import search
     from resnas.train import train
 
+    ends = []
+
+    def timed_train(*args, **kwargs):
+        result = train(*args, **kwargs)
+        ends.append((time.perf_counter(), cpu_s()))
+        return result
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = parse_space(overhead_spec(int(trials), int(epochs)))
     root = Path(directory)
+    start, cpu = time.perf_counter(), cpu_s()
     if kind == "resnas":
+        resnas.search._objective.train = timed_train
         url = f"sqlite:///{root / f'resnas-{time.time_ns()}.db'}"
-        start = time.perf_counter()
         study = search(space, storage=url, trials=int(trials))
-        wall = time.perf_counter() - start
-        done = sorted(t.datetime_complete.timestamp() for t in study.trials)
         record = [
             {"arch": t.user_attrs["architecture"], "train": t.user_attrs["train"], "seed": t.user_attrs["seed"]}
             for t in study.trials
         ]
         (root / "candidates.json").write_text(json.dumps(record))
-        return {"wall": wall, "ends": done}
-    candidates = json.loads((root / "candidates.json").read_text())
-    ends = []
-    start = time.perf_counter()
-    data = load_data(space.spec.data, space.spec.search.seed)
-    study = optuna.create_study(storage=f"sqlite:///{root / f'plain-{time.time_ns()}.db'}", direction="maximize")
+    else:
+        candidates = json.loads((root / "candidates.json").read_text())
+        data = load_data(space.spec.data, space.spec.search.seed)
+        study = optuna.create_study(storage=f"sqlite:///{root / f'plain-{time.time_ns()}.db'}", direction="maximize")
 
-    def objective(trial: optuna.Trial) -> float:
-        c = candidates[trial.number]
-        torch.manual_seed(c["seed"])
-        model = build(Architecture.from_dict(c["arch"]))
-        return train(model, data, c["train"], seed=c["seed"]).metrics["val_accuracy"]
+        def objective(trial: optuna.Trial) -> float:
+            c = candidates[trial.number]
+            torch.manual_seed(c["seed"])
+            model = build(Architecture.from_dict(c["arch"]))
+            return timed_train(model, data, c["train"], seed=c["seed"]).metrics["val_accuracy"]
 
-    study.optimize(objective, n_trials=len(candidates), callbacks=[lambda *_: ends.append(time.time())])
-    return {"wall": time.perf_counter() - start, "ends": ends}
+        study.optimize(objective, n_trials=len(candidates))
+    return {"wall": time.perf_counter() - start, "cpu": cpu_s() - cpu, "ends": ends}
 
 
 def search_overhead(quick: bool) -> list[Row]:
+    """Process CPU seconds (robust on a shared machine; both loops are single-threaded torch),
+    wall seconds beside them."""
     trials, epochs, pairs = (3, 1, 1) if quick else (10, 4, 3)
-    per_trial, share, steady, trial_s = [], [], [], []
+    per_trial, share, steady, steady_wall, trial_s = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(pairs):
             ours = child("search", "resnas", tmp, trials, epochs)  # records the candidates both loops train
             plain = child("search", "plain", tmp, trials, epochs)
-            per_trial.append((ours["wall"] - plain["wall"]) / trials)
-            share.append((ours["wall"] - plain["wall"]) / plain["wall"])
-            trial_s.append(plain["wall"] / trials)
+            per_trial.append((ours["cpu"] - plain["cpu"]) / trials)
+            share.append((ours["cpu"] - plain["cpu"]) / plain["cpu"])
+            trial_s.append(plain["cpu"] / trials)
 
-            def gap(ends):
-                return (ends[-1] - ends[0]) / (len(ends) - 1)
+            def gap(ends, i):
+                return (ends[-1][i] - ends[0][i]) / (len(ends) - 1)
 
-            steady.append(gap(ours["ends"]) - gap(plain["ends"]))
+            steady.append(gap(ours["ends"], 1) - gap(plain["ends"], 1))
+            steady_wall.append(gap(ours["ends"], 0) - gap(plain["ends"], 0))
     load = load_text()
     mean_trial = statistics.median(trial_s)
     s_ms, t_ms = statistics.median(steady) * 1e3, statistics.median(per_trial) * 1e3
@@ -272,16 +300,17 @@ def search_overhead(quick: bool) -> list[Row]:
     return [
         Row(
             "search overhead per trial, steady state (trials 2..N), resnas - plain Optuna",
-            f"{trials} trials of {mean_trial:.2f} s, {pairs} pairs",
-            f"{s_ms:+.0f} ms [{min(steady) * 1e3:+.0f} to {max(steady) * 1e3:+.0f}]",
+            f"{trials} trials of {mean_trial:.2f} CPU s, {pairs} pairs",
+            f"{s_ms:+.0f} CPU ms [{min(steady) * 1e3:+.0f} to {max(steady) * 1e3:+.0f}]; "
+            f"wall {statistics.median(steady_wall) * 1e3:+.0f} ms",
             "<= 30 ms",
             s_ms <= 30,
             load,
         ),
         Row(
             "search overhead over a whole search, one-time costs included, resnas / plain Optuna",
-            f"{trials} trials of {mean_trial:.2f} s",
-            f"{1 + share_med:.3f}x ({t_ms:+.0f} ms per trial)",
+            f"{trials} trials of {mean_trial:.2f} CPU s",
+            f"{1 + share_med:.3f}x CPU ({t_ms:+.0f} ms per trial)",
             "<= 1.03x (3 % of a 1 s trial)",
             share_med <= 0.03,
             load,
@@ -446,13 +475,12 @@ def startup_in_process(sizes: list[int], new: int) -> dict[int, dict[str, float]
 
 
 # ---- table ----------------------------------------------------------------------------------
-FIGURES = {"networks": networks, "search": search_overhead, "jobs": jobs, "batching": batching, "study": study_size}
+FIGURES = {"networks": networks, "search": search_overhead, "batching": batching, "study": study_size, "jobs": jobs}
 
 
-def table(rows: list[Row], quick: bool, seconds: float) -> str:
+def table(rows: list[Row], note: str) -> str:
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores in "
-        f"{seconds / 60:.1f} min{' (--quick: toy sizes, the values mean nothing)' if quick else ''}.",
+        note,
         "",
         "| figure | setting | value | target | pass | load avg (1, 5, 15 min) |",
         "|---|---|---|---|---|---|",
@@ -463,11 +491,28 @@ def table(rows: list[Row], quick: bool, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_readme(text: str) -> None:
+def stored_rows() -> list[Row]:
+    """The rows of the table in README.md."""
+    rows = []
+    for line in README.read_text().split(BEGIN, 1)[1].split(END, 1)[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 6 and cells[0] != "figure":
+            ok = {"pass": True, "FAIL": False}.get(cells[4])
+            rows.append(Row(cells[0], cells[1], cells[2], cells[3], ok, cells[5]))
+    return rows
+
+
+def write_readme(rows: list[Row], note: str, only: list[str] | None) -> None:
+    """The table into README.md; with ``only``, the new rows replace theirs and the others stay."""
+    if only:
+        new = {r.figure: r for r in rows}
+        old = stored_rows()
+        rows = [new.pop(r.figure, r) for r in old] + list(new.values())
+        note += f" Re-measured here: {', '.join(only)}; the other rows are from the run before."
     readme = README.read_text()
     head, rest = readme.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+    README.write_text(f"{head}{BEGIN}\n{table(rows, note)}{END}{tail}")
 
 
 def main() -> None:
@@ -482,17 +527,22 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     rows = []
+
+    def note() -> str:
+        quick = " (--quick: toy sizes, the values mean nothing)" if args.quick else ""
+        return (
+            f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores "
+            f"in {(time.perf_counter() - start) / 60:.1f} min{quick}."
+        )
+
     for name, fn in FIGURES.items():
         if args.only and name not in args.only:
             continue
         rows += fn(args.quick)
         if not args.no_write and not args.quick:  # what is measured so far, in case a later group fails
-            write_readme(table(rows, args.quick, time.perf_counter() - start))
+            write_readme(rows, note(), args.only)
         print(f"{name}: done ({time.perf_counter() - start:.0f} s, load {load_text()})", file=sys.stderr, flush=True)
-    text = table(rows, args.quick, time.perf_counter() - start)
-    print(text)
-    if not args.no_write and not args.quick:
-        write_readme(text)
+    print(table(rows, note()))
 
 
 if __name__ == "__main__":

@@ -126,9 +126,7 @@ def search(
     if space is None and study is None:
         raise typer.BadParameter("give a spec file, or --study NAME to resume a stored study", param_hint="SPEC")
     if space is not None:
-        from resnas.cli._space import check_code_data
-
-        check_code_data(space)  # a broken data function: one line (spec path and line), before any trial is stored
+        check_data_in_time(space)  # a broken data function: one line (spec path and line), before any trial is stored
     result = run_search(
         space,
         storage=storage,
@@ -156,6 +154,38 @@ def search(
     board = leaderboard(result, trials=done)
     print_leaderboard(board, f"leaderboard: {result.study_name}", names, top)
     print_results(result, done, board)
+
+
+def check_data_in_time(space, seconds: float | None = None) -> None:
+    """Call a code dataset once before the search (``check_code_data``), in a thread given up on
+    after ``seconds`` (``RESNAS_DATA_CHECK_SECONDS``, default 30): a data function that hangs is
+    then left to the trials, whose thread and ``--trial-timeout`` bound it, instead of holding
+    the search before it starts."""
+    import os
+    import threading
+
+    from resnas.cli._space import check_code_data
+
+    if seconds is None:
+        seconds = float(os.environ.get("RESNAS_DATA_CHECK_SECONDS", "30"))
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            check_code_data(space)
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="resnas-data-check", daemon=True)
+    thread.start()
+    thread.join(max(0.0, seconds))
+    if thread.is_alive():
+        console.print(
+            f"data: {space.spec.data.dataset} has not returned after {seconds:g} s; searching without the check",
+            highlight=False,
+        )
+    elif "error" in box:
+        raise box["error"]
 
 
 def print_results(study, trials=None, board=None) -> None:

@@ -51,14 +51,23 @@ def build_supernet(space: SearchSpace, seed: int) -> Supernet:
     return Supernet(base, options_of(space), space.spec.residual.gate.mode)
 
 
-def forward_flops(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Forward FLOPs of one sample in eval mode (what a perturbation pass costs)."""
+def forward_flops(net: Supernet, input_shape: tuple[int, ...], starts: list[int]) -> int:
+    """Forward FLOPs of one sample in eval mode, summed over perturbation passes that
+    recompute the network from block ``start`` on (0: the whole network)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.randn(2, *input_shape))
-    return counter.get_total_flops() // 2
+    net.eval()
+    per_start = {}
+    with torch.no_grad():
+        states = net.states(torch.randn(2, *input_shape))
+        for start in sorted(set(starts)):
+            with FlopCounterMode(display=False) as counter:
+                if start == 0:
+                    net(torch.randn(2, *input_shape))
+                else:
+                    net.logits_from(states, start)
+            per_start[start] = counter.get_total_flops() // 2
+    return sum(per_start[s] for s in starts)
 
 
 def run_supernet(space: SearchSpace, device: torch.device, stop: Any = None, report: Any = None) -> dict[str, Any]:
@@ -70,7 +79,6 @@ def run_supernet(space: SearchSpace, device: torch.device, stop: Any = None, rep
     data = load_data(space.spec.data, seed)
     shape = tuple(data.x_train.shape[1:])
     per_sample = flops_per_sample(net, shape)
-    fwd = forward_flops(net, shape)
     torch.manual_seed(seed)
     net = build_supernet(space, seed)  # fresh weights: measuring ran a backward pass
     counts = allowed_counts(space, len(net.options))
@@ -81,12 +89,14 @@ def run_supernet(space: SearchSpace, device: torch.device, stop: Any = None, rep
     start = time.perf_counter()
     autocast = device.type == "cuda" and cfg.get("precision", "auto") in ("auto", "bf16")
     x_val, y_val = data.x_val.to(device), data.y_val.to(device)
-    imp = importance(net, x_val, y_val, autocast)
+    imp = importance(net, x_val, y_val, autocast, counts)
     gate_mode = space.spec.residual.gate.mode
     derived = {s: derive(net, imp, s, counts, gate_mode) for s in SELECTIONS}
     derive_seconds = time.perf_counter() - start
     train_flops = per_sample * (trained.weight_samples + trained.arch_samples)
-    derive_flops = fwd * len(y_val) * imp.evaluations
+    net.cpu()
+    net.arch_to(torch.device("cpu"))
+    derive_flops = forward_flops(net, shape, imp.starts) * len(y_val)
     return {
         "selection": settings.select,
         "derived": {s: a.to_dict() for s, a in derived.items()},
@@ -96,6 +106,7 @@ def run_supernet(space: SearchSpace, device: torch.device, stop: Any = None, rep
         "placements": len(net.options),
         "supernet_params": sum(p.numel() for p in net.parameters()),
         "base_val_loss": imp.base_val_loss,
+        "derive_passes": imp.evaluations,
         "metrics": {
             "train_seconds": trained.seconds,
             "derive_seconds": derive_seconds,

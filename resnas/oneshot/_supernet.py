@@ -17,6 +17,7 @@ weights load into ``resnas.build(derived)`` (strict).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -24,6 +25,7 @@ from torch import nn
 
 from resnas.arch import Architecture, Connection
 from resnas.nn.network import ResidualNetwork, free_after, init_kaiming, make_shortcut
+from resnas.nn.skips import GatedShortcut, IdentityShortcut, PadShortcut, ProjectionShortcut, pad_shortcut
 from resnas.space._layout import Placement, Resolved
 
 
@@ -37,12 +39,34 @@ def placement_key(place: Placement) -> str:
     return f"{place.src}->{place.dst}"
 
 
+def _carried(op: nn.Module) -> Callable[[torch.Tensor], tuple[torch.Tensor | None, torch.Tensor]] | None:
+    """For a connection that adds ``gate * S(h)`` to the block's output, a function of ``h``
+    giving ``(gate or None, S(h))``; None for any other merge (highway, concatenation)."""
+    if isinstance(op, IdentityShortcut):
+        return lambda h: (None, h)
+    if isinstance(op, PadShortcut):
+        return lambda h: (None, pad_shortcut(h, op.stride, op.extra_channels))
+    if isinstance(op, ProjectionShortcut):
+        return lambda h: (None, op.norm(op.conv(h)))
+    if isinstance(op, GatedShortcut) and op.mode == "shortcut":
+
+        def gated(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            s = op.norm(op.conv(h)) if op.conv is not None else pad_shortcut(h, op.stride, op.extra_channels)
+            return torch.sigmoid(op.gate(h)), s
+
+        return gated
+    return None
+
+
 class MixedShortcut(nn.Module):
     """``w_none * out + sum_k w_k * op_k(out, h)``: every candidate merge, weighted.
 
-    The additive kinds make this ``out + sum_k w_k * S_k(h)``; a highway gate mixes as its
-    own merge. ``weights`` (softmax over none and the kinds) are set by the supernet before
-    each forward pass; a kind named in ``removed`` acts as ``none`` (perturbation).
+    The additive kinds make this ``out + sum_k w_k * S_k(h)`` (the weights sum to one), which
+    is how it is computed when every kind adds: kinds that carry the same ``S(h)`` (an
+    identity and a gate over an identity) share one product, ``out + (w_1 + w_2 * t) * h``,
+    a few operations instead of a dozen per placement. ``weights`` (softmax over none and
+    the kinds) are set by the supernet before each forward pass; a kind named in
+    ``removed`` acts as ``none`` (perturbation).
     """
 
     def __init__(self, ops: dict[str, nn.Module]):
@@ -50,8 +74,29 @@ class MixedShortcut(nn.Module):
         self.ops = nn.ModuleDict(ops)
         self.weights: torch.Tensor | None = None
         self.removed: frozenset[str] = frozenset()
+        carried = {name: _carried(op) for name, op in ops.items()}
+        self._carried = None if any(c is None for c in carried.values()) else carried
 
     def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        w = self.weights
+        if self._carried is None:
+            return self.reference(out, h)
+        terms: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(S(h)) -> (S(h), coefficient)
+        for k, (name, carry) in enumerate(self._carried.items(), start=1):
+            if name in self.removed:
+                continue
+            gate, s = carry(h)
+            held = terms.get(id(s))
+            coef = w[k] if gate is None else gate * w[k]
+            if held is not None:
+                coef = held[1] + w[k] if gate is None else torch.addcmul(held[1], gate, w[k])
+            terms[id(s)] = (s, coef)
+        for s, coef in terms.values():
+            out = torch.addcmul(out, coef, s)
+        return out
+
+    def reference(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The mixture computed kind by kind, as written above (the general case)."""
         w = self.weights
         merged = w[0] * out
         for k, (name, op) in enumerate(self.ops.items(), start=1):
@@ -112,10 +157,29 @@ class Supernet(ResidualNetwork):
         """Softmax over ``[none, kinds...]`` at the current temperature, per placement."""
         return [torch.softmax(a / self.temperature, dim=0) for a in self.alphas]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def set_mixing(self) -> None:
         for m, w in zip(self.mixed, self.mixing()):
             m.weights = w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.set_mixing()
         return super().forward(x)
+
+    def states(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``[h0, h1, ..., hN]``: the stem's output and every block's, at the current weights."""
+        self.set_mixing()
+        h = [self.stem(x)]
+        for block in self.blocks:
+            h.append(block(h[-1], h))
+        return h
+
+    def logits_from(self, states: list[torch.Tensor], first: int) -> torch.Tensor:
+        """The output with blocks ``first`` on recomputed from ``states`` (those before are
+        unchanged by anything at or after block ``first``). Mixing weights as last set."""
+        h = list(states[: first + 1])
+        for block in self.blocks[first:]:
+            h.append(block(h[-1], h))
+        return self.head(h[-1])
 
     def derived_state_dict(self, arch: Architecture) -> dict[str, torch.Tensor]:
         """The supernet's weights under the names of ``resnas.build(arch)``."""

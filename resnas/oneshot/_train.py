@@ -126,9 +126,10 @@ def train_supernet(
                 arch_loss = loss_of(data.x_val[vidx], data.y_val[vidx])
                 arch_loss = arch_loss + settings.sparsity * excess(net, limit)
                 arch_opt.zero_grad(set_to_none=True)
-                arch_loss.backward()
+                # Gradients for the architecture weights only: the backward pass skips the
+                # network weights' gradients (about a third of its work), which this step discards.
+                arch_loss.backward(inputs=net.arch_parameters())
                 arch_opt.step()
-                opt.zero_grad(set_to_none=True)
                 result.arch_samples += len(vidx)
         train_loss = loss_sum / n
         if not math.isfinite(train_loss):

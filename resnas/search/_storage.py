@@ -547,6 +547,24 @@ def lean(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
+# Descriptors of database files this process read a header through; never closed. On Linux,
+# closing *any* descriptor of a file drops *every* POSIX lock the process holds on it, SQLite's
+# connections' included (SQLite's documented fcntl pitfall): a header read through open/close
+# while this process had the database open let another process think itself alone, checkpoint
+# and delete the -wal and -shm files under a running search.
+_HEAD_FDS: dict[tuple[int, int], int] = {}
+
+
+def _read_head(db: Path) -> bytes:
+    """The first bytes of ``db``, read through a descriptor this process keeps (see ``_HEAD_FDS``)."""
+    st = os.stat(db)
+    key = (st.st_dev, st.st_ino)
+    fd = _HEAD_FDS.get(key)
+    if fd is None:
+        fd = _HEAD_FDS[key] = os.open(db, os.O_RDONLY | os.O_CLOEXEC)
+    return os.pread(fd, len(SQLITE_HEADER), 0)
+
+
 def _check_sqlite_file(db: Path, must_exist: bool, write: bool) -> None:
     if not db.exists():
         if must_exist:
@@ -559,8 +577,7 @@ def _check_sqlite_file(db: Path, must_exist: bool, write: bool) -> None:
     if not db.is_file():
         raise StudyError(f"--storage: {db} is not a file")
     try:
-        with open(db, "rb") as f:
-            head = f.read(len(SQLITE_HEADER))
+        head = _read_head(db)
     except OSError as exc:
         raise StorageFault(f"cannot read {db}: {exc.strerror}") from None
     if not head:

@@ -23,11 +23,11 @@ FIGURES = [
     "resnet18 outputs, built vs hand-written",
     "search overhead per trial, steady state (trials 2..N), resnas - plain Optuna",
     "search overhead over a whole search, one-time costs included, resnas / plain Optuna",
-    "--jobs 2 speed-up, wall(--jobs 1) / wall(--jobs 2)",
     "index-slice batching throughput / DataLoader loop",
     "resumed search, first new trial later than on the empty study (medium)",
     "resumed search, first new trial later than on the empty study (large)",
     "leaderboard on the large study",
+    "--jobs 2 speed-up, wall(--jobs 1) / wall(--jobs 2)",
 ]
 LOAD = re.compile(r"^\d+\.\d\d \d+\.\d\d \d+\.\d\d$")
 
@@ -58,3 +58,9 @@ def test_quick_run_prints_every_row_with_load_and_verdict():
         assert LOAD.match(load), figure
     assert rows["resnet20 outputs, built vs hand-written"][1] == "bit-identical"
     assert README.read_text() == before  # --quick never writes the table
+
+
+def test_committed_table_has_every_row_from_a_full_run():
+    text = README.read_text()
+    assert "--quick" not in text.split("<!-- benchmarks:begin -->")[1]
+    assert list(rows_of(text)) == FIGURES

@@ -105,16 +105,21 @@ def random_spec(rng: np.random.Generator) -> dict:
     }
 
 
-def test_random_small_spec_derivations_obey_the_spec():
-    rng = np.random.default_rng(12)
-    tried = 0
-    for i in range(80):
+def random_spaces(seed: int, draws: int):
+    """(index, space) for the random specs of ``draws`` that parse and the strategy accepts."""
+    rng = np.random.default_rng(seed)
+    for i in range(draws):
         try:
             space = parse_space(yaml.safe_dump(random_spec(rng)), f"random spec {i}")
         except SpecError:
             continue  # an unsatisfiable count, span longer than any stage...: the parser refuses it
-        if not accepted(space):
-            continue
+        if accepted(space):
+            yield i, space
+
+
+def test_random_small_spec_derivations_obey_the_spec():
+    tried = 0
+    for i, space in random_spaces(12, 80):
         derive_all(space, i)
         tried += 1
     assert tried >= 25
@@ -165,3 +170,70 @@ def test_perturbation_ranks_a_planted_connection_first(seed):
 def test_oneshot_settings_defaults_are_consistent():
     s = OneShotSettings()
     assert 0 <= s.warmup < s.epochs and s.temperature[0] >= s.temperature[1] > 0
+
+
+def supernets_of_random_specs(count: int):
+    found = 0
+    for i, space in random_spaces(7, 200):
+        net = build_supernet(space, i)
+        for a in net.alphas:
+            a.data.normal_(0, 1)
+        yield space, net
+        found += 1
+        if found == count:
+            return
+
+
+def test_fused_mixture_equals_the_kind_by_kind_mixture():
+    """The supernet's fast mixture (one product per carried tensor) computes what the
+    kind-by-kind sum does, outputs and architecture gradients, for every kind and merge."""
+    kinds = set()
+    for space, net in supernets_of_random_specs(12):
+        x = torch.randn(3, *base_candidate(space).architecture.input_shape)
+        torch.manual_seed(0)
+        fast = net(x)
+        grads = torch.autograd.grad(fast.sum(), net.alphas)
+        for m in net.mixed:
+            m.forward = m.reference
+            kinds |= set(m.ops)
+        slow = net(x)
+        slow_grads = torch.autograd.grad(slow.sum(), net.alphas)
+        torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+        for g, h in zip(grads, slow_grads):
+            torch.testing.assert_close(g, h, rtol=1e-3, atol=1e-5)
+    assert {"identity", "projection", "pad", "gated_identity"} <= kinds
+
+
+def test_perturbation_from_the_changed_block_on_equals_full_passes():
+    """Each perturbed pass recomputes only the blocks at and after the perturbed placement;
+    its losses are those of whole passes, and measuring the kinds only where a placement
+    could be kept derives the same architecture as measuring them everywhere."""
+    from resnas.train import evaluate
+
+    for space, net in supernets_of_random_specs(4):
+        arch = base_candidate(space).architecture
+        gen = torch.Generator().manual_seed(0)
+        x, y = (
+            torch.randn(40, *arch.input_shape, generator=gen),
+            torch.randint(0, arch.num_classes, (40,), generator=gen),
+        )
+        full = importance(net, x, y, batch_size=16)
+        assert full.evaluations == 1 + sum(1 + (len(k) if len(k) > 1 else 0) for k in net.kinds)
+        base = evaluate(net, x, y)[1]
+        assert full.base_val_loss == pytest.approx(base, abs=1e-5)
+        for i, m in enumerate(net.mixed):
+            m.removed = frozenset(m.ops)
+            assert full.placement["perturbation"][i] == pytest.approx(evaluate(net, x, y)[1] - base, abs=1e-5)
+            for k, name in enumerate(m.ops):
+                m.removed = frozenset([name])
+                if len(m.ops) > 1:
+                    want = evaluate(net, x, y)[1] - base
+                    assert full.kind["perturbation"][i][k] == pytest.approx(want, abs=1e-5)
+            m.removed = frozenset()
+        counts = allowed_counts(space, len(net.options))
+        pruned = importance(net, x, y, counts=counts, batch_size=16)
+        assert pruned.evaluations <= full.evaluations
+        gate_mode = space.spec.residual.gate.mode
+        assert derive(net, pruned, "perturbation", counts, gate_mode) == derive(
+            net, full, "perturbation", counts, gate_mode
+        )
