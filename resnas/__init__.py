@@ -2,13 +2,14 @@
 
 from resnas.arch import Architecture, Block, Connection, Stem
 from resnas.errors import ResnasError, SpecError, StudyError
-from resnas.nn import build
 from resnas.space import Candidate, SearchSpace, load_space, parse_space, sample, space_size
 
 __version__ = "0.1.0"
 
-# Heavier parts (Optuna, the search, export) load on first use.
+# Heavier parts (torch, Optuna, the search, export) load on first use: read-only commands
+# such as `resnas leaderboard` never import torch.
 _LAZY = {
+    "build": "resnas.nn",
     "export_module": "resnas.export",
     "export_trial": "resnas.export",
     "leaderboard": "resnas.report",

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from resnas.cli._app import app, console
 from resnas.cli._options import StorageOpt, StoredStudyOpt
-from resnas.diagnose import GradientProfile
+
+if TYPE_CHECKING:  # torch loads with the command, not with every command of the CLI
+    from resnas.diagnose import GradientProfile
 
 
 def verdict(ratio: float) -> str:
