@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from resnas.search._objective import CONFIRMS, FINISHED
+from resnas.search._names import CONFIRMS, FINISHED
 from resnas.search._progress import counts as trial_counts
 from resnas.search._progress import is_finished
 from resnas.search._storage import ResnasStorage, lean, open_storage

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import optuna
 
-from resnas.data import require_code_allowed
 from resnas.errors import ResnasError
-from resnas.search._backend import Backend, SearchRequest, get_backend
-from resnas.search._baselines import baselines
-from resnas.search._confirm import check_confirm, confirm
-from resnas.search._evolution import RegularizedEvolutionSampler
-from resnas.search._objective import Objective, measure_and_train
 from resnas.search._progress import is_finished, optuna_quiet
 from resnas.search._storage import DEFAULT_STORAGE, ClaimLock, named_faults, open_storage, storage_url
-from resnas.search._study import load_study, open_study, stored_space
 from resnas.space import SearchSpace
+
+# The parts that train (torch) load on first use, so that read commands (leaderboard, studies)
+# importing resnas.search.* never load torch.
+_LAZY = {
+    "Backend": "resnas.search._backend",
+    "SearchRequest": "resnas.search._backend",
+    "get_backend": "resnas.search._backend",
+    "baselines": "resnas.search._baselines",
+    "confirm": "resnas.search._confirm",
+    "RegularizedEvolutionSampler": "resnas.search._evolution",
+    "Objective": "resnas.search._objective",
+    "measure_and_train": "resnas.search._objective",
+    "load_study": "resnas.search._study",
+    "open_study": "resnas.search._study",
+    "stored_space": "resnas.search._study",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'resnas.search' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -60,6 +77,11 @@ def search(
 
 
 def _search(space, storage, study, trials, backend, strategy, options) -> optuna.Study:
+    from resnas.data import require_code_allowed
+    from resnas.search._backend import SearchRequest, get_backend
+    from resnas.search._confirm import check_confirm, confirm
+    from resnas.search._study import open_study
+
     url = storage_url(storage)
     top = options.pop("confirm", None)
     seeds = options.pop("seeds", 2)

@@ -20,6 +20,7 @@ from resnas.costs import count_params, flops_per_sample, latency_ms, step_memory
 from resnas.data import load_data
 from resnas.nn import build
 from resnas.screening import record_diagnostics
+from resnas.search._names import CONFIRMS, FINISHED
 from resnas.search._storage import OWNER, ResnasStorage, owner_record, set_trial_attrs
 from resnas.space import Candidate, SearchSpace, sample
 from resnas.train import StopRequested, TrialFailure, is_oom, resolve_device, train
@@ -27,8 +28,6 @@ from resnas.train import StopRequested, TrialFailure, is_oom, resolve_device, tr
 # Metrics reported per epoch, which a pruner can act on.
 EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss")
 HISTORY_METRICS = (*EPOCH_METRICS, "train_seconds")
-FINISHED = "finished"  # trial user attr: True for a COMPLETE trial, or one a pruner/scheduler stopped
-CONFIRMS = "confirms"  # trial user attr: the number of the trial this run repeats with another seed
 # Seconds a trial's thread may go on after a stop or its timeout before the worker abandons it
 # (user data code that never returns to the training loop: a sleeping or hanging loader).
 ABANDON_AFTER = float(os.environ.get("RESNAS_ABANDON_SECONDS", "2"))

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from resnas.search._objective import CONFIRMS, FINISHED
+from resnas.search._names import CONFIRMS, FINISHED
 
 TrialState = optuna.trial.TrialState
 
