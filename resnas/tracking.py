@@ -1,4 +1,4 @@
-"""Experiment tracking: each finished trial as a run in MLflow or TensorBoard (``--log KIND:TARGET``).
+"""Experiment tracking: each finished trial as a run in MLflow, TensorBoard or W&B (``--log KIND:TARGET``).
 
 A run holds the trial's parameters, its per-epoch metrics (step = epoch) and its final costs.
 Trackers are fed on the process that shows progress (the driver of any backend), from the
@@ -24,7 +24,7 @@ from resnas.errors import ResnasError
 
 EXTRA = "pip install 'resnas[tracking]'"
 EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss", "train_seconds")
-KINDS = ("mlflow", "tensorboard")
+KINDS = ("mlflow", "tensorboard", "wandb")
 
 
 class Tracker(ABC):
@@ -45,8 +45,10 @@ def parse_targets(targets: list[str] | tuple[str, ...]) -> list[tuple[str, str]]
     for text in targets:
         kind, sep, target = text.partition(":")
         if not sep or not target or kind not in KINDS:
-            raise ResnasError(f"--log {text}: expected mlflow:DIR or tensorboard:DIR (kinds: {', '.join(KINDS)})")
-        module = "mlflow" if kind == "mlflow" else "tensorboard"
+            raise ResnasError(
+                f"--log {text}: expected mlflow:DIR, tensorboard:DIR or wandb:DIR (kinds: {', '.join(KINDS)})"
+            )
+        module = kind  # each kind's package has the kind's name
         try:
             __import__(module)
         except ImportError:
@@ -56,7 +58,8 @@ def parse_targets(targets: list[str] | tuple[str, ...]) -> list[tuple[str, str]]
 
 
 def open_trackers(targets: list[str] | tuple[str, ...]) -> list[Tracker]:
-    return [MLflowTracker(t) if kind == "mlflow" else TensorBoardTracker(t) for kind, t in parse_targets(targets)]
+    classes = {"mlflow": MLflowTracker, "tensorboard": TensorBoardTracker, "wandb": WandbTracker}
+    return [classes[kind](target) for kind, target in parse_targets(targets)]
 
 
 def epoch_history(trial: optuna.trial.FrozenTrial, seen: list[dict[str, float]] | None) -> list[dict[str, float]]:
@@ -170,3 +173,62 @@ class TensorBoardTracker(Tracker):
 
 def _safe(name: str) -> str:
     return re.sub(r"[^\w.\-]", "_", name) or "study"
+
+
+class WandbTracker(Tracker):
+    """Weights & Biases in offline mode: one run per trial (project = study, name ``trial N``) under
+    ``DIR/wandb/offline-run-*``, never contacting a server (``wandb sync DIR/wandb/offline-run-*``
+    uploads them later). Config = the trial's parameters, seed, threads, fingerprint; history =
+    the per-epoch metrics with step = epoch; summary = the final costs and the trial's state; a
+    failed trial's run finishes with exit code 1. ``close()`` ends W&B's service process."""
+
+    kind = "wandb"
+
+    def __init__(self, target: str):
+        import wandb
+
+        # Never the network: offline runs, and no error reports (Sentry) from W&B's service process,
+        # which reads these from the environment when it starts.
+        os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_ERROR_REPORTING="false")
+        self.wandb = wandb
+        self.root = Path(target)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.settings = wandb.Settings(
+            mode="offline",
+            silent=True,
+            quiet=True,
+            console="off",  # the search's own output is not captured into the run
+            save_code=False,
+            disable_git=True,
+            x_disable_stats=True,  # no system-metrics sampler
+            x_disable_machine_info=True,
+            x_save_requirements=False,
+        )
+        self.started = False
+
+    def log_trial(self, study_name: str, trial: optuna.trial.FrozenTrial, epochs: list[dict[str, float]]) -> None:
+        state = trial.state.name
+        config = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in _params(trial).items()}
+        self.started = True
+        run = self.wandb.init(
+            project=_safe(study_name),
+            name=f"trial {trial.number}",
+            dir=str(self.root),
+            config=config,
+            tags=[state.lower()],
+            settings=self.settings,
+            reinit="create_new",
+        )
+        try:
+            for epoch, values in enumerate(epochs, start=1):
+                run.log({k: float(values[k]) for k in EPOCH_METRICS if k in values}, step=epoch)
+            summary = {**final_costs(trial), "trial": trial.number, "state": state, "epochs": len(epochs)}
+            if "fail_reason" in trial.user_attrs:
+                summary["fail_reason"] = str(trial.user_attrs["fail_reason"])
+            run.summary.update(summary)
+        finally:
+            run.finish(exit_code=1 if state == "FAIL" else 0)
+
+    def close(self) -> None:
+        if self.started:
+            self.wandb.teardown()  # ends the wandb-core service process W&B started for the runs

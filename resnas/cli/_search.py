@@ -87,7 +87,7 @@ def search(
             "--log",
             metavar="KIND:DIR",
             help="Log each trial as a run (params, per-epoch metrics, final costs): mlflow:DIR (or a tracking URI) "
-            "or tensorboard:DIR; repeatable. Needs pip install 'resnas[tracking]'.",
+            "tensorboard:DIR or wandb:DIR (offline); repeatable. Needs pip install 'resnas[tracking]'.",
         ),
     ] = None,
     top: Annotated[int, typer.Option("--top", help="Rows of the final leaderboard.")] = 10,
