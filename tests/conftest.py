@@ -13,6 +13,15 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_ADDRESS", "local")
 
 
+def pytest_configure(config):
+    # One torch thread in the test process: on a shared 2-core machine torch's default (a thread per
+    # core, spinning while it waits) made in-process forwards 10-25x slower under load. The commands
+    # the tests start as subprocesses keep torch's default, as a user's would.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Run the CLI in-process; return (exit code, stdout, stderr)."""
