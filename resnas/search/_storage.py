@@ -331,6 +331,8 @@ class ResnasStorage(optuna.storages.RDBStorage):
     def lost_trials(self, study_id: int) -> list[tuple[int, int, str, str]]:
         """(trial_id, number, reason, detail) of the study's RUNNING trials whose owner is gone."""
         grace = self.grace_period if self.grace_period is not None else GRACE_SECONDS
+        # A grace shorter than two heartbeats would fail a live trial of another machine between beats.
+        grace = max(grace, 2 * HEARTBEAT_SECONDS)
         with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session) as session:
             now_db = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
             running = _running(session, study_id)
