@@ -91,8 +91,8 @@ def test_pruner_none_trains_every_trial_all_its_epochs(cli, tmp_path):
 
 def test_failing_trial_is_retried_then_recorded(cli, tmp_path):
     spec = tmp_path / "flaky.yaml"
-    # The loader fails on its first two calls: the first trial raises in its worker, is retried once,
-    # raises again and is recorded FAIL; the search goes on to the requested total.
+    # The loader passes the search's check, then fails twice: the first trial raises in its worker, is
+    # retried once, raises again and is recorded FAIL; the search goes on to the requested total.
     spec.write_text(
         TINY.read_text().replace(
             "{dataset: digits, limit: 500}",
@@ -108,7 +108,9 @@ def test_failing_trial_is_retried_then_recorded(cli, tmp_path):
     assert len(failed) == 1
     assert failed[0].user_attrs["fail_reason"] == "error", failed[0].user_attrs.get("fail_detail")
     # The exception's type and message, as the optuna backend records them.
-    assert failed[0].user_attrs["fail_detail"] == "RuntimeError: the flaky loader failed (call 2)"
+    assert failed[0].user_attrs["fail_detail"] == (
+        "DataError: data.dataset: helpers:flaky_digits raised RuntimeError: the flaky loader failed (call 3)"
+    )
     assert failed[0].user_attrs["ray_failures"] == 2  # the first attempt and one retry
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 4
 
