@@ -27,14 +27,15 @@ from resnas.oneshot._supernet import Supernet
 from resnas.oneshot._train import train_supernet
 from resnas.search._objective import (
     FINISHED,
+    candidate_attrs,
     candidate_key,
     device_name,
     earlier_result,
     keep_weights,
     measure_and_train,
-    record_candidate,
     versions,
 )
+from resnas.search._storage import set_trial_attrs
 from resnas.search._study import artifact_dir, open_study
 from resnas.space import Candidate, SearchSpace
 from resnas.train import StopRequested, TrialFailure, resolve_device
@@ -143,8 +144,7 @@ def _find(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial | None, optuna.
 
 
 def _record_failure(trial: optuna.Trial, exc: TrialFailure) -> ResnasError:
-    trial.set_user_attr("fail_reason", exc.reason)
-    trial.set_user_attr("fail_detail", exc.detail[:500])
+    set_trial_attrs(trial, {"fail_reason": exc.reason, "fail_detail": exc.detail[:500]})
     return ResnasError(f"one-shot trial {trial.number} failed: {exc}")
 
 
@@ -171,9 +171,7 @@ def run_oneshot(
         log(f"study {st.study_name}: one-shot phase 1 of 2, training the supernet")
 
         def supernet_trial(trial: optuna.Trial) -> float:
-            trial.set_user_attr(PHASE, "supernet")
-            trial.set_user_attr("device", device_name(dev))
-            trial.set_user_attr("versions", versions())
+            set_trial_attrs(trial, {PHASE: "supernet", "device": device_name(dev), "versions": versions()})
 
             def on_epoch(epoch: int, rec: dict[str, Any]) -> None:
                 trial.set_user_attr("epochs", epoch)
@@ -186,8 +184,7 @@ def run_oneshot(
             except (StopRequested, KeyboardInterrupt):
                 trial.set_user_attr("fail_reason", "interrupted")
                 raise
-            for key, value in record.items():
-                trial.set_user_attr(key, value)
+            set_trial_attrs(trial, record)
             raise optuna.TrialPruned("the supernet is not a candidate; its derived architecture is trained next")
 
         st.optimize(supernet_trial, n_trials=1, catch=())
@@ -207,15 +204,20 @@ def run_oneshot(
 
     def derived_trial(trial: optuna.Trial) -> list[float]:
         seed = space.spec.search.seed + trial.number
-        record_candidate(trial, candidate, seed, dev)
-        trial.set_user_attr(ORIGIN, "oneshot")
-        trial.set_user_attr("supernet_trial", sup.number)
-        trial.set_user_attr("selection", selection)
-        trial.set_user_attr("search_flops", sup.user_attrs["metrics"]["search_flops"])
-        trial.set_user_attr("search_seconds", sup.user_attrs["metrics"]["search_seconds"])
+        # One write at the start (the candidate and where it came from), one at the end.
+        start = {
+            **candidate_attrs(candidate, seed, dev),
+            ORIGIN: "oneshot",
+            "supernet_trial": sup.number,
+            "selection": selection,
+            "search_flops": sup.user_attrs["metrics"]["search_flops"],
+            "search_seconds": sup.user_attrs["metrics"]["search_seconds"],
+        }
+        set_trial_attrs(trial, start)
+        end: dict[str, Any] = {}
         earlier = earlier_result(trial.study, candidate_key(candidate))
         if earlier is not None:
-            trial.set_user_attr("repeat_of", earlier.number)
+            end["repeat_of"] = earlier.number
             metrics, epochs = earlier.user_attrs["metrics"], earlier.user_attrs["epochs"]
         else:
             try:
@@ -227,9 +229,7 @@ def run_oneshot(
                 raise
             if keep_weights_:
                 keep_weights(trial, model, artifact_dir(trial.study))
-        trial.set_user_attr("metrics", metrics)
-        trial.set_user_attr("epochs", epochs)
-        trial.set_user_attr(FINISHED, True)
+        set_trial_attrs(trial, {**end, "metrics": metrics, "epochs": epochs, FINISHED: True})
         return [float(metrics[m]) for m in metric_names]
 
     st.optimize(derived_trial, n_trials=1, catch=())
