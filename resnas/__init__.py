@@ -1,5 +1,6 @@
 """resnas: search where and how many residual connections a network needs."""
 
+from resnas._lazy import lazy_attributes
 from resnas.arch import Architecture, Block, Connection, Stem
 from resnas.errors import ResnasError, SpecError, StudyError
 from resnas.space import Candidate, SearchSpace, load_space, parse_space, sample, space_size
@@ -16,12 +17,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'resnas' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

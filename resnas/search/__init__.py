@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import optuna
 
+from resnas._lazy import lazy_attributes
 from resnas.errors import ResnasError
 from resnas.search._progress import is_finished, optuna_quiet
 from resnas.search._storage import DEFAULT_STORAGE, ClaimLock, named_faults, open_storage, storage_url
@@ -29,10 +29,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'resnas.search' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [
