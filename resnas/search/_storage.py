@@ -310,6 +310,19 @@ def _running(session: Any, study_id: int) -> list[models.TrialModel]:
     )
 
 
+def _upserts() -> dict[str, Any]:
+    from sqlalchemy.dialects import mysql, postgresql
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    found = {"postgresql": postgresql.insert, "mysql": mysql.insert}
+    if sqlite3.sqlite_version_info >= (3, 24, 0):  # ON CONFLICT DO UPDATE
+        found["sqlite"] = sqlite_dialect.insert
+    return found
+
+
+_UPSERT = _upserts()
+
+
 class ResnasStorage(optuna.storages.RDBStorage):
     """``RDBStorage`` whose stale-trial check asks who owns a trial, not only its heartbeat.
 
@@ -416,9 +429,29 @@ class ResnasStorage(optuna.storages.RDBStorage):
 
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         """Several user attributes of a trial in one transaction (one commit, not one per key)."""
+        if not attrs:
+            return
+        A = models.TrialUserAttributeModel
+        dialect = self.engine.name
         with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session, True) as session:
-            for key, value in attrs.items():
-                self._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+            if dialect not in _UPSERT:  # another database: Optuna's write, one key at a time
+                for key, value in attrs.items():
+                    self._set_trial_attr_without_commit(session, A, trial_id, key, value)
+                return
+            # One state check and one multi-row upsert (Optuna's per-key write is two ORM queries a key).
+            state = session.query(models.TrialModel.state).filter(models.TrialModel.trial_id == trial_id).scalar()
+            if state is None:
+                raise KeyError(f"No trial with trial-id {trial_id}.")
+            self.check_trial_is_updatable(trial_id, state)
+            rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
+            insert = _UPSERT[dialect](A).values(rows)
+            if dialect == "mysql":
+                stmt = insert.on_duplicate_key_update(value_json=insert.inserted.value_json)
+            else:
+                stmt = insert.on_conflict_do_update(
+                    index_elements=[A.trial_id, A.key], set_={"value_json": insert.excluded.value_json}
+                )
+            session.execute(stmt)
 
     def trial_records(self, study_id: int, keys: tuple[str, ...], states: tuple | None = None) -> list[TrialRecord]:
         """The study's trials (in ``states``; all if None) by number, with their values and the user

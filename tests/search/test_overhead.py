@@ -10,14 +10,14 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from helpers import ROOT, TINY
+from helpers import PG_URL, ROOT, TINY, postgres_up
 from torch.utils.flop_counter import FlopCounterMode
 
 from resnas.costs import flops_per_sample
 from resnas.nn import build
 from resnas.report import pareto_ranks
 from resnas.search import search
-from resnas.search._storage import ResnasStorage
+from resnas.search._storage import ResnasStorage, lean, open_storage, set_trial_attrs
 from resnas.space import load_space, sample
 
 
@@ -63,6 +63,29 @@ def test_a_trial_writes_its_attributes_once_per_phase(tmp_path, monkeypatch):
             continue
         assert len(t.user_attrs["history"]) == t.user_attrs["epochs"] == 3
         assert {"owner", "architecture", "metrics", "scores", "finished"} <= set(t.user_attrs)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_several_attributes_are_one_upsert_that_overwrites_and_refuses_a_finished_trial(tmp_path, backend):
+    if backend == "postgresql" and not postgres_up():
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+    url = f"sqlite:///{tmp_path / 'a.db'}" if backend == "sqlite" else PG_URL
+    storage = open_storage(url, heartbeat=False)
+    name = f"attrs-{tmp_path.name}"
+    study = optuna.create_study(study_name=name, storage=lean(storage), load_if_exists=True)
+    trial = study.ask()
+    set_trial_attrs(trial, {"a": 1, "b": {"x": [1.5, None]}, "c": "text"})
+    set_trial_attrs(trial, {"a": 2, "d": True})  # "a" again: overwritten, not duplicated
+    set_trial_attrs(trial, {})
+    stored = storage.get_trial(trial._trial_id).user_attrs
+    assert stored == {"a": 2, "b": {"x": [1.5, None]}, "c": "text", "d": True}
+    assert trial.user_attrs == stored
+    study.tell(trial, 1.0)
+    with pytest.raises(RuntimeError, match="finished"):
+        storage.set_trial_user_attrs(trial._trial_id, {"late": 1})
+    assert "late" not in storage.get_trial(trial._trial_id).user_attrs
+    if backend == "postgresql":
+        optuna.delete_study(study_name=name, storage=storage)
 
 
 @pytest.mark.slow
