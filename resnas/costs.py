@@ -47,8 +47,16 @@ _NO_FLOPS = (
 )
 
 
-def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu") -> int:
+_FLOPS: dict[tuple[str, tuple[int, ...]], int] = {}  # by architecture fingerprint and input shape
+
+
+def flops_per_sample(
+    model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu", key: str | None = None
+) -> int:
     """Forward + backward FLOPs of one training sample, as ``torch.utils.flop_counter`` counts them.
+
+    With ``key`` (the fingerprint of the architecture ``model`` was built from) the count is
+    made once per process and architecture: a trial's diagnostics and its costs share it.
 
     Counted on a batch of two (batch norm needs more than one sample in train mode). A model
     made of convolutions, linear layers and layers without FLOPs (every resnas network but
@@ -57,6 +65,9 @@ def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...], device: tor
     process costs about a second (it imports ``torch._dynamo``). Any other model goes
     through ``FlopCounterMode``.
     """
+    cached = None if key is None else _FLOPS.get((key, tuple(input_shape)))
+    if cached is not None:
+        return cached
     was_training = model.training
     model.train()
     x = torch.randn(2, *input_shape, device=device)
@@ -69,6 +80,8 @@ def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...], device: tor
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
+    if key is not None:
+        _FLOPS[(key, tuple(input_shape))] = total // 2
     return total // 2
 
 
@@ -122,29 +135,28 @@ def step_memory_mb(model: nn.Module, input_shape: tuple[int, ...], batch_size: i
     model.train()
     x = torch.randn(batch_size, *input_shape)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(x).sum()
-    loss.backward()
-    model.zero_grad(set_to_none=True)
+        model(x).sum()  # the graph (what the backward would read) is counted, then dropped unrun
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     return (saved + weights * (2 + optimizer_slots)) / 2**20
 
 
 def latency_ms(
-    model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu", repeats: int = 20
+    model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu", repeats: int = 11
 ) -> float:
-    """Median batch-1 inference time in eval mode, device-synchronised."""
+    """Median batch-1 inference time in eval mode, device-synchronised, of ``repeats`` runs
+    after two warm-up runs."""
     was_training = model.training
     model.eval()
     x = torch.randn(1, *input_shape, device=device)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     times = []
     with torch.inference_mode():
-        for i in range(repeats + 3):
+        for i in range(repeats + 2):
             sync()
             start = time.perf_counter()
             model(x)
             sync()
-            if i >= 3:  # warm-up
+            if i >= 2:  # warm-up
                 times.append((time.perf_counter() - start) * 1000)
     model.train(was_training)
     return statistics.median(times)

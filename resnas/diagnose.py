@@ -11,6 +11,8 @@ Residual connections carry the gradient back and keep it near 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -59,12 +61,10 @@ def branch_parameters(block: nn.Module) -> list[nn.Parameter]:
     return [p for name, p in block.named_parameters() if not name.startswith("shortcuts.")]
 
 
-def gradient_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> GradientProfile:
-    """One forward and backward pass of ``model`` (a resnas network) on ``(x, y)``.
-
-    The model's gradients are cleared afterwards; its weights and mode are unchanged.
-    """
-    blocks = list(model.blocks)
+@contextmanager
+def block_inputs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """While inside, every forward pass of ``model`` (a resnas network) keeps each block's
+    input, with its gradient retained, in the yielded list (block 0 first)."""
     inputs: list[torch.Tensor] = []
 
     def keep_input(module: nn.Module, args: tuple) -> None:
@@ -73,21 +73,36 @@ def gradient_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Grad
             h.retain_grad()
         inputs.append(h)
 
-    handles = [b.register_forward_pre_hook(keep_input) for b in blocks]
-    model.zero_grad(set_to_none=True)
+    handles = [b.register_forward_pre_hook(keep_input) for b in model.blocks]
     try:
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
+        yield inputs
     finally:
         for handle in handles:
             handle.remove()
+
+
+def profile_of(model: nn.Module, inputs: list[torch.Tensor], loss: torch.Tensor) -> GradientProfile:
+    """The profile of a backward pass of ``loss`` that has just run (``inputs`` from :func:`block_inputs`)."""
     weight = []
-    for block in blocks:
+    for block in model.blocks:
         grads = [p.grad.detach().flatten() for p in branch_parameters(block) if p.grad is not None]
         weight.append(torch.cat(grads).norm().item() if grads else 0.0)
     input_norms = [h.grad.norm().item() if h.grad is not None else 0.0 for h in inputs]
-    model.zero_grad(set_to_none=True)
     return GradientProfile(tuple(weight), tuple(input_norms), loss.item())
+
+
+def gradient_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> GradientProfile:
+    """One forward and backward pass of ``model`` (a resnas network) on ``(x, y)``.
+
+    The model's gradients are cleared afterwards; its weights and mode are unchanged.
+    """
+    model.zero_grad(set_to_none=True)
+    with block_inputs(model) as inputs:
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+    profile = profile_of(model, inputs, loss)
+    model.zero_grad(set_to_none=True)
+    return profile
 
 
 def diagnosis_batch(space, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,4 +122,12 @@ def initial_model(arch, seed: int) -> nn.Module:
     return build(arch)
 
 
-__all__ = ["GradientProfile", "branch_parameters", "diagnosis_batch", "gradient_profile", "initial_model"]
+__all__ = [
+    "GradientProfile",
+    "block_inputs",
+    "branch_parameters",
+    "diagnosis_batch",
+    "gradient_profile",
+    "initial_model",
+    "profile_of",
+]

@@ -25,10 +25,10 @@ For every score, higher predicts better accuracy.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -52,13 +52,21 @@ def _backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
 def gradient_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """``grad_norm`` and ``snip`` from one backward pass."""
     _backward(model, x, y)
-    layers = [m for m in weighted_layers(model) if m.weight.grad is not None]
-    scores = {
-        "grad_norm": float(sum(m.weight.grad.norm().item() for m in layers)),
-        "snip": float(sum((m.weight.grad * m.weight).abs().sum().item() for m in layers)),
-    }
+    scores = gradient_scores_of(model)
     model.zero_grad(set_to_none=True)
     return scores
+
+
+def gradient_scores_of(model: nn.Module) -> dict[str, float]:
+    """``grad_norm`` and ``snip`` of the gradients a backward pass of the loss left on ``model``."""
+    layers = [m for m in weighted_layers(model) if m.weight.grad is not None]
+    with torch.no_grad():
+        norms = [m.weight.grad.norm() for m in layers]
+        sensitivities = [(m.weight.grad * m.weight).abs().sum() for m in layers]
+    return {
+        "grad_norm": float(sum(t.item() for t in norms)),
+        "snip": float(sum(t.item() for t in sensitivities)),
+    }
 
 
 def grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -70,17 +78,23 @@ def snip(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def synflow(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
-    """log10 of the synaptic flow; a copy of ``model`` is used (weights made positive, float64)."""
-    net = copy.deepcopy(model).double().eval()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.abs_()
+    """log10 of the synaptic flow, of the weights made positive, in float64 and eval mode; the
+    model's own weights, buffers and gradients are not touched (its mode is restored)."""
+    from torch.func import functional_call
+
+    params = {n: p.detach().double().abs().requires_grad_(True) for n, p in model.named_parameters()}
+    buffers = {n: b.double() if b.is_floating_point() else b for n, b in model.named_buffers()}
     ones = torch.ones((1, *x.shape[1:]), dtype=torch.float64, device=x.device)
-    net.zero_grad(set_to_none=True)
-    net(ones).sum().backward()
-    total = sum(
-        (m.weight * m.weight.grad).abs().sum().item() for m in weighted_layers(net) if m.weight.grad is not None
-    )
+    was_training = model.training
+    model.eval()
+    try:
+        out = functional_call(model, {**params, **buffers}, (ones,), tie_weights=False)
+    finally:
+        model.train(was_training)
+    layers = {id(m.weight) for m in weighted_layers(model)}
+    wanted = [n for n, p in model.named_parameters() if id(p) in layers]
+    grads = torch.autograd.grad(out.sum(), [params[n] for n in wanted], allow_unused=True)
+    total = sum((params[n] * g).abs().sum().item() for n, g in zip(wanted, grads) if g is not None)
     return math.log10(total) if total > 0 else -math.inf
 
 
@@ -102,15 +116,28 @@ def jacob_cov_of(jacob: np.ndarray, k: float = 1e-5) -> float:
 
 
 def jacob_cov(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
-    jacob = jacobians(model, x).double().cpu().numpy()
+    return jacob_cov_from(jacobians(model, x))
+
+
+def jacob_cov_from(jacobian: torch.Tensor) -> float:
+    """``jacob_cov`` of per-sample input Jacobians (``len(x)`` rows)."""
+    jacob = jacobian.detach().reshape(len(jacobian), -1).double().cpu().numpy()
     with np.errstate(all="ignore"):
         score = jacob_cov_of(jacob)
     return score if math.isfinite(score) else -1e12  # a constant Jacobian (dead network) has no correlation
 
 
 def naswot(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
+    with activation_codes(model, len(x)) as kernel, torch.no_grad():
+        model(x)
+    return naswot_of(kernel)
+
+
+@contextmanager
+def activation_codes(model: nn.Module, n: int) -> Iterator[torch.Tensor]:
+    """While inside, a forward pass of ``n`` samples adds the binary codes of every activation
+    layer's input to the yielded kernel ``K`` (``naswot``'s)."""
     acts = tuple(ACT_LAYERS.values())
-    n = len(x)
     kernel = torch.zeros((n, n), dtype=torch.float64)
 
     def add_codes(module: nn.Module, args: tuple) -> None:
@@ -119,11 +146,13 @@ def naswot(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> 
 
     handles = [m.register_forward_pre_hook(add_codes) for m in model.modules() if isinstance(m, acts)]
     try:
-        with torch.no_grad():
-            model(x)
+        yield kernel
     finally:
         for h in handles:
             h.remove()
+
+
+def naswot_of(kernel: torch.Tensor) -> float:
     return float(torch.linalg.slogdet(kernel)[1])
 
 
@@ -181,4 +210,15 @@ def zero_cost_scores(
     return scores, ms
 
 
-__all__ = ["SCORES", "SCORE_FUNCTIONS", "gradient_scores", "jacob_cov_of", "zero_cost_scores", *SCORES]
+__all__ = [
+    "SCORES",
+    "SCORE_FUNCTIONS",
+    "activation_codes",
+    "gradient_scores",
+    "gradient_scores_of",
+    "jacob_cov_from",
+    "jacob_cov_of",
+    "naswot_of",
+    "zero_cost_scores",
+    *SCORES,
+]

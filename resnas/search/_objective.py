@@ -133,7 +133,7 @@ def measure_and_train(
     samples = len(data.y_train)
     # Costs that do not depend on the weights are measured once, before training.
     costs: dict[str, float] = {"params": count_params(model)}
-    per_sample = flops_per_sample(model, shape)
+    per_sample = flops_per_sample(model, shape, key=arch.fingerprint)
     if device.type == "cpu":
         slots = 1 if cfg["optimizer"] == "sgd" else 2
         costs["peak_memory_mb"] = step_memory_mb(model, shape, int(cfg["batch_size"]), slots)
@@ -147,7 +147,7 @@ def measure_and_train(
             report(epoch, {**metrics, **costs, "train_flops": per_sample * samples * epoch})
 
     torch.manual_seed(seed)
-    model = build(arch)  # fresh weights: the measurement above ran a backward pass
+    model = build(arch)  # fresh weights and batch-norm statistics: the measurements above ran forward passes
     left = None if timeout is None else timeout - (time.perf_counter() - began)
     if left is not None and left <= 0:
         raise TrialFailure("timeout", f"trial ran past {timeout:g} s before training began", 0)

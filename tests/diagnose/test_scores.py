@@ -139,3 +139,30 @@ def test_zero_cost_scores_times_each_and_leaves_no_gradients(net, batch):
     assert set(ms) == {"grad_norm", "naswot"} and all(v >= 0 for v in ms.values())  # one backward for both
     assert values["snip"] == pytest.approx(scores.snip(net, *batch), rel=1e-12)
     assert all(p.grad is None for p in net.parameters())
+
+
+@pytest.mark.parametrize("path", ["search_spaces/adaptive.yaml", "tests/data/tiny.yaml"])
+def test_a_trials_shared_pass_gives_each_scores_own_value(path):
+    """The diagnostics a trial records share one forward pass; every score and the gradient
+    profile must be what its own function computes on the network as it starts training."""
+    import optuna
+    from helpers import ROOT
+
+    from resnas.diagnose import diagnosis_batch, gradient_profile, initial_model
+    from resnas.screening import SCORE_BATCH, candidate_diagnostics
+    from resnas.space import load_space, sample
+
+    space = load_space(str(ROOT / path))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    x, y = diagnosis_batch(space, SCORE_BATCH)
+    for seed in range(3):
+        candidate = sample(space, study.ask())
+        record = candidate_diagnostics(space, candidate, seed)
+        model = initial_model(candidate.architecture, seed)
+        alone, _ = scores.zero_cost_scores(model, x, y)
+        assert set(record["scores"]) == set(scores.SCORES)
+        for name, value in alone.items():
+            assert record["scores"][name] == pytest.approx(value, rel=1e-5, abs=1e-9), name
+        profile = gradient_profile(initial_model(candidate.architecture, seed), x, y)
+        assert record["grad_profile"] == profile.to_dict()
+        assert record["score_ms"] > 0
