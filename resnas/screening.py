@@ -109,6 +109,7 @@ def screen_round(study: optuna.Study, objective: Any, score: str, pool: int, kee
     others PRUNED with ``screened_out`` (the score and its rank). A candidate screened out or
     trained before in this study ranks last, so it is not drawn again while others remain."""
     from resnas.search._objective import candidate_key, record_candidate
+    from resnas.search._storage import params_written_once
     from resnas.space import sample
 
     space = objective.space
@@ -128,7 +129,8 @@ def screen_round(study: optuna.Study, objective: Any, score: str, pool: int, kee
                 run_asked(study, objective, trial, catch)
                 return
             beats.enter_context(_heartbeat(study, trial))
-            candidate = sample(space, trial)
+            with params_written_once(trial):
+                candidate = sample(space, trial)
             seed = space.spec.search.seed + trial.number
             record_candidate(trial, candidate, seed, objective.device)
             value = record_diagnostics(trial, space, candidate, seed).get(score, -math.inf)

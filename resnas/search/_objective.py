@@ -21,7 +21,7 @@ from resnas.data import load_data
 from resnas.nn import build
 from resnas.screening import record_diagnostics
 from resnas.search._names import CONFIRMS, FINISHED
-from resnas.search._storage import OWNER, ResnasStorage, owner_record, set_trial_attrs
+from resnas.search._storage import OWNER, ResnasStorage, owner_record, params_written_once, set_trial_attrs
 from resnas.space import Candidate, SearchSpace, sample
 from resnas.train import StopRequested, TrialFailure, is_oom, resolve_device, train
 
@@ -308,7 +308,8 @@ class Objective:
         self.started = time.monotonic()
         self.history = []
         self.pending = {}
-        candidate = sample(self.space, trial)
+        with params_written_once(trial):  # one write for every parameter, not one each
+            candidate = sample(self.space, trial)
         seed = self.space.spec.search.seed + trial.number
         # The start of a trial is one write: its owner, its candidate and where it came from.
         start = {OWNER: owner_record("optuna"), **candidate_attrs(candidate, seed, self.device)}

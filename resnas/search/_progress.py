@@ -58,8 +58,8 @@ def finished_count(study: optuna.Study) -> int:
     return sum(is_finished(t) for t in study.get_trials(deepcopy=False))
 
 
-def best_text(study: optuna.Study) -> str:
-    names = study.metric_names or ["value"]
+def best_text(study: optuna.Study, names: list[str] | None = None) -> str:
+    names = names or study.metric_names or ["value"]
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     store = _store(study)
     if hasattr(store, "best_first_value"):
@@ -108,6 +108,7 @@ class SearchProgress:
         self.console = console or Console(stderr=False)
         self.live = self.console.is_terminal
         self.start = time.monotonic()
+        self.names = study.metric_names  # read once: a search does not change them
         self.initial = finished_count(study)
         self.done = self.initial
         self.seen: set[int] = set(self._finished())
@@ -136,7 +137,7 @@ class SearchProgress:
                 self.study.study_name,
                 total=self.requested,
                 completed=self.initial,
-                best=best_text(self.study),
+                best=best_text(self.study, self.names),
                 now="",
                 eta_end=None,
             )
@@ -212,7 +213,7 @@ class SearchProgress:
                     self.say(self._line(t))
                     self._track(t)
             if self._bar is not None:
-                self._bar.update(self._task, best=best_text(self.study))
+                self._bar.update(self._task, best=best_text(self.study, self.names))
             self._show()
 
     def _track(self, t: optuna.trial.FrozenTrial) -> None:
@@ -230,7 +231,7 @@ class SearchProgress:
     def _line(self, t: optuna.trial.FrozenTrial) -> str:
         elapsed = time.monotonic() - self.start
         if t.state == TrialState.COMPLETE:
-            names = self.study.metric_names or [f"objective{i}" for i in range(len(t.values))]
+            names = self.names or [f"objective{i}" for i in range(len(t.values))]
             what = " ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values))
             if "repeat_of" in t.user_attrs:
                 what += f" (repeat of trial {t.user_attrs['repeat_of']})"
@@ -245,5 +246,5 @@ class SearchProgress:
         eta = "-" if self.eta_end is None else timedelta(seconds=int(max(0.0, self.eta_end - time.monotonic())))
         return (
             f"trial {t.number} {t.state.name}{took}: {what} | {min(self.done, self.requested)}/{self.requested} "
-            f"finished, best {best_text(self.study)}, elapsed {timedelta(seconds=int(elapsed))}, eta {eta}"
+            f"finished, best {best_text(self.study, self.names)}, elapsed {timedelta(seconds=int(elapsed))}, eta {eta}"
         )

@@ -154,6 +154,21 @@ def requeue_lost(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         study.enqueue_trial(params, user_attrs={"retry_of": trial.number, "retries": retries + 1})
 
 
+_DEFERRED = threading.local()  # the parameters of a trial inside ResnasStorage.one_write_of_params
+
+
+@contextmanager
+def params_written_once(trial: optuna.Trial) -> Iterator[None]:
+    """While inside, the trial's ``suggest_*`` calls write nothing; their parameters are written
+    together at the end (one transaction, not one per parameter). Any other storage: as usual."""
+    store = getattr(trial.storage, "_backend", trial.storage)
+    if not isinstance(store, ResnasStorage):
+        yield
+        return
+    with store.one_write_of_params(trial._trial_id):
+        yield
+
+
 def set_trial_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     """``trial.set_user_attr`` for several keys at once: one commit on a :class:`ResnasStorage`
     (each ``set_user_attr`` is its own transaction), one call per key on any other storage."""
@@ -427,6 +442,68 @@ class ResnasStorage(optuna.storages.RDBStorage):
             )
         return None if row is None else (int(row[0]), float(row[1]))
 
+    def _set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: optuna.distributions.BaseDistribution,
+        previous_distribution: optuna.distributions.BaseDistribution | None,
+    ) -> None:
+        """Optuna's write of a suggested parameter (every ``trial.suggest_*``); inside
+        :meth:`one_write_of_params` for this trial, kept for the write at its end."""
+        row = (param_name, param_value_internal, distribution, previous_distribution)
+        pending = getattr(_DEFERRED, "params", None)
+        if pending is not None and pending[0] == trial_id:
+            pending[1].append(row)
+            return
+        self._write_params(trial_id, [row])
+
+    @contextmanager
+    def one_write_of_params(self, trial_id: int) -> Iterator[None]:
+        """The parameters this thread suggests for ``trial_id`` while inside are written in one
+        transaction when it ends (the trial reads them from its own cache meanwhile)."""
+        _DEFERRED.params = (trial_id, [])
+        try:
+            yield
+        finally:
+            rows = _DEFERRED.params[1]
+            _DEFERRED.params = None
+        if rows:
+            self._write_params(trial_id, rows)
+
+    def _write_params(self, trial_id: int, rows: list[tuple]) -> None:
+        """One state check, the distribution checks Optuna makes, one multi-row insert: plain
+        statements, not ORM objects."""
+        T, P = models.TrialModel, models.TrialParamModel
+        dists = optuna.distributions
+        with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session, True) as session:
+            trial = session.execute(sqlalchemy.select(T.state, T.study_id).where(T.trial_id == trial_id)).first()
+            if trial is None:
+                raise KeyError(f"No trial with trial-id {trial_id}.")
+            self.check_trial_is_updatable(trial_id, trial.state)
+            values = []
+            for name, value, distribution, previous in rows:
+                if previous is None:
+                    earlier = session.execute(
+                        sqlalchemy.select(P.distribution_json)
+                        .join(T, T.trial_id == P.trial_id)
+                        .where(T.study_id == trial.study_id, P.param_name == name)
+                        .limit(1)
+                    ).scalar()
+                    previous = None if earlier is None else dists.json_to_distribution(earlier)
+                if previous is not None:
+                    dists.check_distribution_compatibility(previous, distribution)
+                values.append(
+                    {
+                        "trial_id": trial_id,
+                        "param_name": name,
+                        "param_value": value,
+                        "distribution_json": dists.distribution_to_json(distribution),
+                    }
+                )
+            session.execute(sqlalchemy.insert(P).values(values))
+
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         """Several user attributes of a trial in one transaction (one commit, not one per key)."""
         if not attrs:
@@ -567,6 +644,17 @@ class LeanCache(_CachedStorage):
                 self._studies[study_id].unfinished_trial_ids.update(t._trial_id for t in trials)
             return copy.deepcopy(trials) if deepcopy else trials
         return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
+
+    def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
+        """A finished trial read once is kept (it no longer changes): the worker and the progress
+        display both read the trial that just ended."""
+        trial = super().get_trial(trial_id)
+        if trial.state.is_finished():
+            with self._lock:
+                known = self._trial_id_to_study_id_and_number.get(trial_id)
+                if known is not None and known[0] in self._studies:
+                    self._add_trials_to_cache(known[0], [trial])
+        return trial
 
 
 def lean(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:

@@ -17,7 +17,7 @@ from resnas.costs import flops_per_sample
 from resnas.nn import build
 from resnas.report import pareto_ranks
 from resnas.search import search
-from resnas.search._storage import ResnasStorage, lean, open_storage, set_trial_attrs
+from resnas.search._storage import ResnasStorage, lean, open_storage, params_written_once, set_trial_attrs
 from resnas.space import load_space, sample
 
 
@@ -86,6 +86,27 @@ def test_several_attributes_are_one_upsert_that_overwrites_and_refuses_a_finishe
     assert "late" not in storage.get_trial(trial._trial_id).user_attrs
     if backend == "postgresql":
         optuna.delete_study(study_name=name, storage=storage)
+
+
+def test_a_trials_parameters_are_one_write_that_optuna_reads_back(tmp_path, monkeypatch):
+    storage = open_storage(f"sqlite:///{tmp_path / 'p.db'}", heartbeat=False)
+    study = optuna.create_study(storage=lean(storage), sampler=optuna.samplers.RandomSampler(seed=0))
+    calls = Calls(monkeypatch, "_write_params")
+    trial = study.ask()
+    with params_written_once(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        n = trial.suggest_int("n", 1, 9)
+        assert trial.suggest_float("x", 0.0, 1.0) == x  # read back from the trial, not the storage
+        assert storage.get_trial(trial._trial_id).params == {}  # nothing written yet
+    assert calls.counts["_write_params"] == 1
+    assert storage.get_trial(trial._trial_id).params == {"x": x, "n": n}
+    other = study.ask()
+    with pytest.raises(ValueError, match="ncompatible|annot set different distribution"):
+        with params_written_once(other):
+            other.suggest_categorical("x", ["a", "b"])  # "x" was a float in this study
+    assert storage.get_trial(other._trial_id).params == {}
+    study.tell(trial, 1.0)
+    assert study.trials[0].params == {"x": x, "n": n}
 
 
 @pytest.mark.slow
