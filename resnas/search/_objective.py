@@ -19,7 +19,7 @@ import resnas
 from resnas.costs import count_params, flops_per_sample, latency_ms, step_memory_mb
 from resnas.data import load_data
 from resnas.nn import build
-from resnas.screening import record_diagnostics
+from resnas.screening import placement_text, record_diagnostics
 from resnas.search._names import CONFIRMS, FINISHED
 from resnas.search._storage import OWNER, ResnasStorage, owner_record, params_written_once, set_trial_attrs
 from resnas.space import Candidate, SearchSpace, sample
@@ -335,7 +335,10 @@ class Objective:
         def work(cancel: threading.Event) -> tuple[dict[str, float], int, torch.nn.Module]:
             # The diagnostics load the data too: inside the thread, so the timeout and a stop reach them.
             # They are written with the trial's end (or its failure), not on their own.
-            record_diagnostics(trial, self.space, candidate, seed, into=self.pending)
+            if self.space.spec.search.diagnostics:
+                record_diagnostics(trial, self.space, candidate, seed, into=self.pending)
+            else:
+                self.pending["placements"] = ", ".join(placement_text(candidate.architecture)) or "none"
             return measure_and_train(self.space, candidate, seed, self.device, report, self._left(), cancel)
 
         end: dict[str, Any] = {}

@@ -199,7 +199,7 @@ def open_study(
     if again is not None:
         study, stored = again
         _set_request(study, url, trials or stored.spec.search.trials, artifacts)
-        return study, stored
+        return study, stored if space is None else space  # the same hash; the settings outside it as given now
     storage = open_storage(url)
     names = optuna.get_all_study_names(storage)
     if name in names:

@@ -481,6 +481,13 @@ class SearchSettings(_Section):
     screen: ScreenSpec | None = Field(
         None, description="Training-free screening (see search.screen); null = train every proposed candidate."
     )
+    diagnostics: bool = Field(
+        True,
+        description="Record each trial's training-free scores and gradient-flow profile, of the network as it "
+        "starts training (a few forward and backward passes on one batch; the report plots them). false: not "
+        "recorded, for trials so short that this matters; screening scores its pool either way. Not part of "
+        "the spec hash.",
+    )
     strategy: Literal["sample", "oneshot"] = Field(
         "sample",
         description="sample: every trial samples and trains an architecture; oneshot: one supernet, then its "

@@ -46,7 +46,7 @@ MAX_DATA_VALUES = 250_000_000  # 1 GB of float32
 MAX_PARAMS = 1_000_000_000
 _CUSTOM_DATASET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 # Keys that may change between runs of one study without making it a different study.
-_NOT_IN_HASH = {("search", "trials"), ("description",)}
+_NOT_IN_HASH = {("search", "trials"), ("search", "diagnostics"), ("description",)}
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class SearchSpace:
     @property
     def hash(self) -> str:
         """SHA-256 (16 hex digits) of the spec's content, ignoring comments, layout,
-        ``description`` and ``search.trials``."""
+        ``description``, ``search.trials`` and ``search.diagnostics``."""
         return hashlib.sha256(json.dumps(canonical(self.raw), sort_keys=True).encode()).hexdigest()[:16]
 
     @property

@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from resnas.costs import flops_per_sample
 from resnas.nn import build
 from resnas.report import pareto_ranks
+from resnas.scores import SCORES
 from resnas.search import search
 from resnas.search._storage import ResnasStorage, lean, open_storage, params_written_once, set_trial_attrs
 from resnas.space import load_space, sample
@@ -63,6 +64,30 @@ def test_a_trial_writes_its_attributes_once_per_phase(tmp_path, monkeypatch):
             continue
         assert len(t.user_attrs["history"]) == t.user_attrs["epochs"] == 3
         assert {"owner", "architecture", "metrics", "scores", "finished"} <= set(t.user_attrs)
+
+
+def test_diagnostics_off_records_no_scores_and_resumes_the_same_study(tmp_path, monkeypatch):
+    import resnas.screening
+
+    calls = []
+    original = resnas.screening.candidate_diagnostics
+    monkeypatch.setattr(resnas.screening, "candidate_diagnostics", lambda *a: calls.append(1) or original(*a))
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    space = _spec(tmp_path, epochs=1)
+    text = (tmp_path / "tiny.yaml").read_text()
+    off = tmp_path / "off.yaml"
+    off.write_text(text.replace("sampler: random,", "sampler: random, diagnostics: false,"))
+    study = search(load_space(str(off)), storage=url, trials=2, device="cpu")
+    assert calls == []
+    for t in study.trials:
+        assert "scores" not in t.user_attrs and "grad_profile" not in t.user_attrs
+        assert t.user_attrs["placements"] == "none" or "→" in t.user_attrs["placements"]
+        assert len(t.user_attrs["history"]) == 1
+    study = search(space, storage=url, trials=6, device="cpu")  # diagnostics on again: the same study goes on
+    assert len(study.trials) == 6
+    trained = [t for t in study.trials[2:] if "repeat_of" not in t.user_attrs]
+    assert trained and len(calls) == len(trained)
+    assert all(set(t.user_attrs["scores"]) == set(SCORES) for t in trained)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
