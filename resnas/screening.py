@@ -34,18 +34,22 @@ def placement_text(arch: Architecture) -> list[str]:
     return out
 
 
-def candidate_diagnostics(space: SearchSpace, candidate: Candidate, seed: int) -> dict[str, Any]:
+def candidate_diagnostics(
+    space: SearchSpace, candidate: Candidate, seed: int, model: torch.nn.Module | None = None
+) -> dict[str, Any]:
     """The trial's record before training: placements, every score (and its milliseconds) and
     the gradient-flow profile, all of the network as it starts training.
 
     The data scores share one forward pass: its loss's backward gives ``grad_norm``, ``snip``
     and the gradient profile, the backward of its summed output the input Jacobians
     (``jacob_cov``), and the activations' codes (``naswot``) are read on the way; the same
-    values as each score's own pass (``tests/diagnose``), in about half the time.
+    values as each score's own pass (``tests/diagnose``), in about half the time. ``model``: the
+    network as built for the trial with this seed (built here if None); its weights are left as
+    they were, its gradients cleared, its batch-norm statistics moved by the passes.
     """
     arch = candidate.architecture
     x, y = diagnosis_batch(space, SCORE_BATCH)
-    model = initial_model(arch, seed)
+    model = initial_model(arch, seed) if model is None else model
     start = time.perf_counter()
     model.train()
     model.zero_grad(set_to_none=True)
@@ -75,14 +79,19 @@ def candidate_diagnostics(space: SearchSpace, candidate: Candidate, seed: int) -
 
 
 def record_diagnostics(
-    trial: optuna.Trial, space: SearchSpace, candidate: Candidate, seed: int, into: dict | None = None
+    trial: optuna.Trial,
+    space: SearchSpace,
+    candidate: Candidate,
+    seed: int,
+    into: dict | None = None,
+    model: torch.nn.Module | None = None,
 ) -> dict[str, float]:
     """Record :func:`candidate_diagnostics` on the trial (once: screening may have done it);
     with ``into``, add them to that dict instead, for the caller's next write."""
     if "scores" in trial.user_attrs:
         return trial.user_attrs["scores"]
     try:
-        record = candidate_diagnostics(space, candidate, seed)
+        record = candidate_diagnostics(space, candidate, seed, model)
     except Exception as exc:  # a score that cannot be computed never costs the trial
         record = {"scores_error": f"{type(exc).__name__}: {exc}"[:300]}
     if into is not None:

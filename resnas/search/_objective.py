@@ -119,15 +119,23 @@ def measure_and_train(
     report: Any = None,
     timeout: float | None = None,
     stop: Any = None,
+    diagnose: Callable[[torch.nn.Module], Any] | None = None,
 ) -> tuple[dict[str, float], int, torch.nn.Module]:
     """Build, measure costs, train. Returns (metrics, epochs trained, trained model).
 
-    ``report(epoch, metrics)`` sees every metric after each epoch, costs so far included.
+    ``diagnose(model)`` first sees the network as it starts training. ``report(epoch, metrics)``
+    sees every metric after each epoch, costs so far included.
     """
     arch, cfg = candidate.architecture, candidate.train
     began = time.perf_counter()  # the timeout covers data loading and cost measurement too
     torch.manual_seed(seed)
     model = build(arch)
+    # The diagnostics and measurements run forward passes (batch-norm statistics move) and draw
+    # random inputs: the network trains from the state and random stream it had when built.
+    rng = torch.get_rng_state()
+    buffers = [b.clone() for b in model.buffers()]
+    if diagnose is not None:
+        diagnose(model)
     data = load_data(space.spec.data, space.spec.search.seed)
     shape = tuple(data.x_train.shape[1:])
     samples = len(data.y_train)
@@ -146,8 +154,13 @@ def measure_and_train(
         if report is not None:
             report(epoch, {**metrics, **costs, "train_flops": per_sample * samples * epoch})
 
-    torch.manual_seed(seed)
-    model = build(arch)  # fresh weights and batch-norm statistics: the measurements above ran forward passes
+    with torch.no_grad():
+        for b, saved in zip(model.buffers(), buffers):
+            b.copy_(saved)
+    model.zero_grad(set_to_none=True)
+    model.train()
+    torch.manual_seed(seed)  # every device's generator as after the build (which drew on the CPU's only)
+    torch.set_rng_state(rng)
     left = None if timeout is None else timeout - (time.perf_counter() - began)
     if left is not None and left <= 0:
         raise TrialFailure("timeout", f"trial ran past {timeout:g} s before training began", 0)
@@ -332,14 +345,18 @@ class Objective:
             return list(earlier.values)
         report = self._reporter(trial, int(candidate.train["epochs"]))
 
-        def work(cancel: threading.Event) -> tuple[dict[str, float], int, torch.nn.Module]:
-            # The diagnostics load the data too: inside the thread, so the timeout and a stop reach them.
-            # They are written with the trial's end (or its failure), not on their own.
+        def diagnose(model: torch.nn.Module) -> None:
+            # Of the network built to train (as it starts); written with the trial's end (or its failure).
             if self.space.spec.search.diagnostics:
-                record_diagnostics(trial, self.space, candidate, seed, into=self.pending)
+                record_diagnostics(trial, self.space, candidate, seed, into=self.pending, model=model)
             else:
                 self.pending["placements"] = ", ".join(placement_text(candidate.architecture)) or "none"
-            return measure_and_train(self.space, candidate, seed, self.device, report, self._left(), cancel)
+
+        def work(cancel: threading.Event) -> tuple[dict[str, float], int, torch.nn.Module]:
+            # In the thread: the timeout and a stop reach data loading and the diagnostics too.
+            return measure_and_train(
+                self.space, candidate, seed, self.device, report, self._left(), cancel, diagnose=diagnose
+            )
 
         end: dict[str, Any] = {}
         try:

@@ -352,9 +352,25 @@ class ResnasStorage(optuna.storages.RDBStorage):
         """A heartbeat that cannot be written is skipped: it runs in Optuna's thread, where an
         error would print a traceback; the worker's next storage call names the fault."""
         try:
-            _retrying(optuna.storages.RDBStorage.record_heartbeat)(self, trial_id)
+            _retrying(ResnasStorage._record_heartbeat)(self, trial_id)
         except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, sqlite3.Error):
             pass
+
+    def _record_heartbeat(self, trial_id: int) -> None:
+        """Optuna's heartbeat write (the database's clock), as one upsert: no ORM objects."""
+        dialect = self.engine.name
+        if dialect not in _UPSERT:
+            optuna.storages.RDBStorage.record_heartbeat(self, trial_id)
+            return
+        H = models.TrialHeartbeatModel
+        now = sqlalchemy.func.now()
+        insert = _UPSERT[dialect](H).values(trial_id=trial_id, heartbeat=now)
+        if dialect == "mysql":
+            stmt = insert.on_duplicate_key_update(heartbeat=now)
+        else:
+            stmt = insert.on_conflict_do_update(index_elements=[H.trial_id], set_={"heartbeat": now})
+        with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session, True) as session:
+            session.execute(stmt)
 
     def lost_trials(self, study_id: int) -> list[tuple[int, int, str, str]]:
         """(trial_id, number, reason, detail) of the study's RUNNING trials whose owner is gone."""
@@ -399,24 +415,25 @@ class ResnasStorage(optuna.storages.RDBStorage):
         is loaded). Finished: COMPLETE, or PRUNED with user attr ``finished_key`` set; never a
         trial with user attr ``exclude_key``."""
         T, A = models.TrialModel, models.TrialUserAttributeModel
-        B = sqlalchemy.orm.aliased(A)
-        excluded = sqlalchemy.exists().where(B.trial_id == T.trial_id, B.key == (exclude_key or ""))
-        count = sqlalchemy.func.count(T.trial_id)
+        X, F = sqlalchemy.orm.aliased(A), sqlalchemy.orm.aliased(A)
+        TS = optuna.trial.TrialState
+        done = sqlalchemy.and_(
+            X.trial_id.is_(None),
+            sqlalchemy.or_(T.state == TS.COMPLETE, sqlalchemy.and_(T.state == TS.PRUNED, F.trial_id.isnot(None))),
+        )
+        query = (  # one query: per state, all trials and the finished ones
+            sqlalchemy.select(
+                T.state, sqlalchemy.func.count(T.trial_id), sqlalchemy.func.sum(sqlalchemy.case((done, 1), else_=0))
+            )
+            .outerjoin(X, sqlalchemy.and_(X.trial_id == T.trial_id, X.key == (exclude_key or "")))
+            .outerjoin(F, sqlalchemy.and_(F.trial_id == T.trial_id, F.key == finished_key, F.value_json == "true"))
+            .where(T.study_id == study_id)
+            .group_by(T.state)
+        )
         with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session) as session:
-            counts = dict(session.query(T.state, count).filter(T.study_id == study_id).group_by(T.state).all())
-            complete = (
-                session.query(count)
-                .filter(T.study_id == study_id, T.state == optuna.trial.TrialState.COMPLETE, ~excluded)
-                .scalar()
-            )
-            pruned = (
-                session.query(count)
-                .join(A, A.trial_id == T.trial_id)
-                .filter(T.study_id == study_id, T.state == optuna.trial.TrialState.PRUNED, ~excluded)
-                .filter(A.key == finished_key, A.value_json == "true")
-                .scalar()
-            )
-        finished = int(complete or 0) + int(pruned or 0)
+            rows = session.execute(query).all()
+        counts = {state: int(n) for state, n, _ in rows}
+        finished = sum(int(f or 0) for _, _, f in rows)
         return TrialCounts(finished, counts.get(RUNNING, 0), sum(counts.values()), counts)
 
     def finished_numbers(self, study_id: int) -> dict[int, int]:

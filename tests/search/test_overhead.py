@@ -134,6 +134,83 @@ def test_a_trials_parameters_are_one_write_that_optuna_reads_back(tmp_path, monk
     assert study.trials[0].params == {"x": x, "n": n}
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_trial_counts_is_one_query_that_counts_as_is_finished_does(tmp_path, backend):
+    from resnas.search._names import CONFIRMS, FINISHED
+    from resnas.search._progress import is_finished
+
+    if backend == "postgresql" and not postgres_up():
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+    url = f"sqlite:///{tmp_path / 'c.db'}" if backend == "sqlite" else PG_URL
+    storage = open_storage(url, heartbeat=False)
+    name = f"counts-{tmp_path.name}"
+    study = optuna.create_study(study_name=name, storage=lean(storage), load_if_exists=True)
+    S = optuna.trial.TrialState
+    plan = [
+        (S.COMPLETE, {}),
+        (S.COMPLETE, {CONFIRMS: 0}),  # a confirmation run: never counted finished
+        (S.PRUNED, {FINISHED: True}),  # stopped early by the pruner: finished
+        (S.PRUNED, {}),  # a timeout: not finished
+        (S.PRUNED, {FINISHED: False}),
+        (S.FAIL, {FINISHED: True}),
+        (S.RUNNING, {}),
+        (S.RUNNING, {}),
+    ]
+    for state, attrs in plan:
+        trial = study.ask()
+        set_trial_attrs(trial, attrs)
+        if state == S.COMPLETE:
+            study.tell(trial, 1.0)
+        elif state != S.RUNNING:
+            study.tell(trial, state=state)
+    study.enqueue_trial({})
+    import sqlalchemy
+
+    statements = []
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    got = storage.trial_counts(study._study_id, FINISHED, CONFIRMS)
+    assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
+    trials = storage.get_all_trials(study._study_id)
+    assert got.finished == sum(is_finished(t) for t in trials) == 2
+    assert (got.running, got.total) == (2, 9)
+    assert got.by_state == {S.COMPLETE: 2, S.PRUNED: 3, S.FAIL: 1, S.RUNNING: 2, S.WAITING: 1}
+    if backend == "postgresql":
+        optuna.delete_study(study_name=name, storage=storage)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_heartbeat_is_one_upsert_on_the_databases_clock_that_the_stale_check_reads(tmp_path, backend):
+    import datetime
+
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    if backend == "postgresql" and not postgres_up():
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+    url = f"sqlite:///{tmp_path / 'h.db'}" if backend == "sqlite" else PG_URL
+    storage = open_storage(url)  # heartbeats on
+    name = f"beats-{tmp_path.name}"
+    study = optuna.create_study(study_name=name, storage=lean(storage), load_if_exists=True)
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    storage.record_heartbeat(trial._trial_id)  # again: updated, not a second row
+    H = models.TrialHeartbeatModel
+    with storage.engine.connect() as conn:
+        rows = conn.execute(sqlalchemy.select(H.heartbeat).where(H.trial_id == trial._trial_id)).all()
+        now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()
+    assert len(rows) == 1
+    beat = rows[0][0]
+    assert abs((now.replace(tzinfo=None) - beat.replace(tzinfo=None)).total_seconds()) < 5
+    assert trial._trial_id not in storage._get_stale_trial_ids(study._study_id)  # fresh: not stale
+    with storage.engine.begin() as conn:  # an old beat: the stale check finds the trial
+        old = beat - datetime.timedelta(hours=1)
+        conn.execute(sqlalchemy.update(H).where(H.trial_id == trial._trial_id).values(heartbeat=old))
+    assert trial._trial_id in storage._get_stale_trial_ids(study._study_id)
+    if backend == "postgresql":
+        optuna.delete_study(study_name=name, storage=storage)
+
+
 @pytest.mark.slow
 def test_resumed_search_and_leaderboard_do_not_load_the_finished_trials(tmp_path, monkeypatch, run_cli):
     space = _spec(tmp_path, epochs=1)
