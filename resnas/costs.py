@@ -141,22 +141,22 @@ def step_memory_mb(model: nn.Module, input_shape: tuple[int, ...], batch_size: i
 
 
 def latency_ms(
-    model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu", repeats: int = 11
+    model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu", repeats: int = 7
 ) -> float:
     """Median batch-1 inference time in eval mode, device-synchronised, of ``repeats`` runs
-    after two warm-up runs."""
+    after a warm-up run."""
     was_training = model.training
     model.eval()
     x = torch.randn(1, *input_shape, device=device)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     times = []
     with torch.inference_mode():
-        for i in range(repeats + 2):
+        for i in range(repeats + 1):
             sync()
             start = time.perf_counter()
             model(x)
             sync()
-            if i >= 2:  # warm-up
+            if i >= 1:  # warm-up
                 times.append((time.perf_counter() - start) * 1000)
     model.train(was_training)
     return statistics.median(times)

@@ -364,11 +364,11 @@ class ResnasStorage(optuna.storages.RDBStorage):
             return
         H = models.TrialHeartbeatModel
         now = sqlalchemy.func.now()
-        insert = _UPSERT[dialect](H).values(trial_id=trial_id, heartbeat=now)
+        insert = _UPSERT[dialect](H.__table__).values(trial_id=trial_id, heartbeat=now)
         if dialect == "mysql":
             stmt = insert.on_duplicate_key_update(heartbeat=now)
         else:
-            stmt = insert.on_conflict_do_update(index_elements=[H.trial_id], set_={"heartbeat": now})
+            stmt = insert.on_conflict_do_update(index_elements=["trial_id"], set_={"heartbeat": now})
         with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session, True) as session:
             session.execute(stmt)
 
@@ -519,7 +519,7 @@ class ResnasStorage(optuna.storages.RDBStorage):
                         "distribution_json": dists.distribution_to_json(distribution),
                     }
                 )
-            session.execute(sqlalchemy.insert(P).values(values))
+            session.execute(sqlalchemy.insert(P.__table__).values(values))  # Core: no ORM bulk insert
 
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         """Several user attributes of a trial in one transaction (one commit, not one per key)."""
@@ -538,12 +538,12 @@ class ResnasStorage(optuna.storages.RDBStorage):
                 raise KeyError(f"No trial with trial-id {trial_id}.")
             self.check_trial_is_updatable(trial_id, state)
             rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
-            insert = _UPSERT[dialect](A).values(rows)
+            insert = _UPSERT[dialect](A.__table__).values(rows)  # Core: no ORM bulk insert
             if dialect == "mysql":
                 stmt = insert.on_duplicate_key_update(value_json=insert.inserted.value_json)
             else:
                 stmt = insert.on_conflict_do_update(
-                    index_elements=[A.trial_id, A.key], set_={"value_json": insert.excluded.value_json}
+                    index_elements=["trial_id", "key"], set_={"value_json": insert.excluded.value_json}
                 )
             session.execute(stmt)
 
