@@ -118,7 +118,7 @@ def _search(space, storage, study, trials, backend, strategy, options) -> optuna
     get_backend(backend).run(request)
     if top:
         confirm(created, space, top, seeds, options.get("device"))
-    return optuna.load_study(study_name=created.study_name, storage=open_storage(url, heartbeat=False))
+    return optuna.load_study(study_name=created.study_name, storage=created._storage)  # this process's handle
 
 
 def _oneshot(space: SearchSpace | None, url: str, study: str | None, backend: str, options: dict) -> optuna.Study:

@@ -237,6 +237,7 @@ def open_study(
         for label, params in references.items():  # trained first: the reference points of the leaderboard
             study.enqueue_trial(params, user_attrs={BASELINE: label}, skip_if_exists=True)
     _set_request(study, url, trials, artifacts)
+    key = key or _handle_key(url, name)  # a new SQLite file exists now
     if key is not None:
         _HANDLES[key] = (study, space)
     return study, space

@@ -37,11 +37,12 @@ class Sabotaged(torch.nn.Module):
 
 def test_nan_and_oom_trials_fail_with_reasons_and_search_reaches_count(tmp_path, monkeypatch):
     real_build = objective_module.build
-    modes = iter(["nan", "nan", "oom", "oom"])  # each trial builds twice (measure, then train)
+    modes = iter(["nan", "oom"])  # each trial builds once (measured, then trained)
 
     def build(arch):
         mode = next(modes, None)
-        return Sabotaged(real_build(arch), mode, steps_per_epoch=10) if mode else real_build(arch)
+        # the step-memory measurement is one forward pass before the training steps
+        return Sabotaged(real_build(arch), mode, steps_per_epoch=11) if mode else real_build(arch)
 
     monkeypatch.setattr(objective_module, "build", build)
     study = search(load_space(TINY), storage=f"sqlite:///{tmp_path / 'r.db'}", trials=3)
