@@ -275,3 +275,19 @@ def test_supernet_equals_out_of_place():
         assert_identical(run(net, x, True), run(ref, x, True), path.stem)
         tried += in_place_count(net) > 0
     assert tried >= 2
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_trial_diagnostics_equal_out_of_place(monkeypatch, seed):
+    """A trial's diagnostics share one forward pass, whose graph two backward passes read (the
+    loss's, then the summed output's for the Jacobians): the in-place ops leave it whole."""
+    import resnas.screening as screening
+
+    space = load_space(TINY)
+    candidate = sample(space, seed)
+    build_initial = screening.initial_model
+    got = screening.candidate_diagnostics(space, candidate, 0)
+    monkeypatch.setattr(screening, "initial_model", lambda arch, s: out_of_place(build_initial(arch, s)))
+    want = screening.candidate_diagnostics(space, candidate, 0)
+    del got["score_ms"], want["score_ms"]
+    assert got == want
