@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from resnas.arch import Architecture, Connection
+from resnas.nn.blocks import act_in_place, merges_in_place
 from resnas.nn.layers import scale_shape_and_init
 from resnas.nn.network import drop_path_rates, free_after, scaled, token_count
 from resnas.space._model import DataSpec
@@ -60,6 +61,22 @@ _DROP_PATH_SOURCE = (
     "        return x * mask.div_(keep)\n"
 )
 
+_ADD_INTO_SOURCE = (
+    "def add_into(out: torch.Tensor, s: torch.Tensor) -> torch.Tensor:\n"
+    '    """out + s, written into out (the block\'s own new tensor, which nothing else reads: as\n'
+    "    torchvision's out += identity) unless the sum needs another dtype (autocast) or shape.\n"
+    '    """\n'
+    "    if out.dtype == s.dtype and out.shape == s.shape:\n"
+    "        return out.add_(s)\n"
+    "    return out + s\n"
+)
+
+
+def _adds(arch: Architecture, conn: Connection) -> bool:
+    """Whether a connection adds S(h) to the block's output (a highway and a concatenation do not)."""
+    return conn.merge != "concat" and not (conn.kind == "gated" and arch.gate_mode == "highway")
+
+
 # The same function as the builder's: one definition, copied verbatim.
 _FREE_AFTER_SOURCE = inspect.getsource(free_after)
 
@@ -94,6 +111,10 @@ class _Writer:
         self.grouped = any(b.groups != 1 for b in arch.blocks)
         self.pre = arch.order == "pre"
         self.act = ACT_CLASSES[arch.activation]
+        # As the builder: which activations overwrite their input, and whether the additive
+        # connections add into the block's output (every built-in block's).
+        self.relu = arch.activation == "relu"
+        self.add_into = all(merges_in_place(_block_key(arch, b.type)) for b in arch.blocks)
         self.bias = "True" if arch.norm == "none" else "False"
 
     # ---- helpers -------------------------------------------------------------
@@ -146,6 +167,8 @@ class _Writer:
                 + f"        h = F.pad(h, {'[0, 0] * (h.dim() - 2) + ' if kind != 'mlp' else ''}[0, extra_channels])\n"
                 + "    return h\n"
             )
+        if self.add_into and any(_adds(arch, c) for c in arch.connections):
+            parts.append(_ADD_INTO_SOURCE)
         if arch.branch_scale != "none":
             parts.append(_SCALE_SOURCE)
         if arch.drop_path > 0:
@@ -165,6 +188,14 @@ class _Writer:
                 "            nn.init.zeros_(m.bias)\n"
             )
         return "\n\n".join(parts)
+
+    def act_layer(self, inplace: bool) -> str:
+        """The activation; ``inplace`` where the builder's overwrites its input (ReLU only)."""
+        return "nn.ReLU(inplace=True)" if inplace and self.relu else f"{self.act}()"
+
+    def merged(self, s: str) -> str:
+        """An additive connection's sum of the block's output and ``s``."""
+        return f"add_into(out, {s})" if self.add_into else f"out + {s}"
 
     def layer(self, cin: str, cout: str, kernel: str | None = None, stride: str | None = None) -> str:
         if self.kind == "mlp":
@@ -204,7 +235,7 @@ class _Writer:
                 "class IdentityShortcut(nn.Module):\n"
                 '    """Adds h unchanged."""\n\n'
                 "    def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:\n"
-                "        return out + h\n"
+                f"        return {self.merged('h')}\n"
             )
         if name == "ProjectionShortcut":
             return (
@@ -215,7 +246,7 @@ class _Writer:
                 f"        self.conv = {self.layer('cin', 'cout', '1' if strided else None, stride_arg)}\n"
                 "        self.norm = norm(cout)\n\n"
                 "    def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:\n"
-                "        return out + self.norm(self.conv(h))\n"
+                f"        return {self.merged('self.norm(self.conv(h))')}\n"
             )
         if name == "PadShortcut":
             return (
@@ -226,7 +257,7 @@ class _Writer:
                 f"        self.stride = {'stride' if strided else '1'}\n"
                 "        self.extra_channels = cout - cin\n\n"
                 "    def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:\n"
-                "        return out + pad_shortcut(h, self.stride, self.extra_channels)\n"
+                f"        return {self.merged('pad_shortcut(h, self.stride, self.extra_channels)')}\n"
             )
         inner = name.removeprefix("Gated").removesuffix("Shortcut").lower()
         highway = self.arch.gate_mode == "highway"
@@ -264,7 +295,7 @@ class _Writer:
         if highway:
             lines.append(f"        return t * out + (1 - t) * {s_expr}")
         else:
-            lines.append(f"        return out + t * {s_expr}")
+            lines.append(f"        return {self.merged(f't * {s_expr}')}")
         return "\n".join(lines) + "\n"
 
     # ---- blocks --------------------------------------------------------------
@@ -422,7 +453,7 @@ class _Writer:
             if len(sig) <= 56
             else f"    def __init__(\n        self, {sig}\n    ) -> None:",
             "        super().__init__()",
-            f"        self.act = {self.act}()",
+            f"        self.act = {self.act_layer(act_in_place(key, self.pre, self.arch.norm, self.arch.activation))}",
         ]
         if has_skips:
             lines.append('        self.shortcuts = nn.ModuleDict()  # "h<source>": connection, in merge order')
@@ -490,7 +521,7 @@ class _Writer:
             stride = f", stride={arch.stem.stride}" if arch.stem.stride != 1 else ""
             layers = [f"self.conv = conv({arch.input_shape[0]}, {arch.stem.channels}, {arch.stem.kernel}{stride})"]
             body = "self.act(self.norm(self.conv(x)))"
-        layers += [f"self.norm = norm({arch.stem.channels})", f"self.act = {self.act}()"]
+        layers += [f"self.norm = norm({arch.stem.channels})", f"self.act = {self.act_layer(True)}"]
         pool = arch.stem.pool == "max"
         if pool:
             layers.append(f"self.pool = {'nn.MaxPool2d' if self.kind == 'conv2d' else 'nn.MaxPool1d'}(3, 2, 1)")
@@ -514,7 +545,7 @@ class _Writer:
             layers.append(f"self.norm = nn.LayerNorm({channels})")
             body.append("x = self.norm(x)")
         elif self.pre:
-            layers += [f"self.norm = norm({channels})", f"self.act = {self.act}()"]
+            layers += [f"self.norm = norm({channels})", f"self.act = {self.act_layer(arch.norm != 'none')}"]
             body.append("x = self.act(self.norm(x))")
         if tokens:
             body.append({"cls": "x = x[:, 0]", "max": "x = x.amax(1)"}.get(arch.head_pool, "x = x.mean(1)"))

@@ -27,9 +27,54 @@ def register_block(name: str) -> Callable[[type[ResidualBlock]], type[ResidualBl
     return add
 
 
-def block_class(kind: str, block_type: str) -> type[ResidualBlock]:
+def block_key(kind: str, block_type: str) -> str:
     """mlp networks build their ``plain`` blocks from Linear layers."""
-    return BLOCKS["linear" if kind == "mlp" and block_type == "plain" else block_type]
+    return "linear" if kind == "mlp" and block_type == "plain" else block_type
+
+
+def block_class(kind: str, block_type: str) -> type[ResidualBlock]:
+    return BLOCKS[block_key(kind, block_type)]
+
+
+# In-place operations (torchvision's ``nn.ReLU(inplace=True)`` and ``out += identity``) save an
+# allocation and a pass over memory each. An op may overwrite a tensor only if no one reads it
+# afterwards: no later op of the forward (h[k] is read by every connection from k, by hooks
+# that keep block inputs) and no autograd node that saved it for the backward. The outputs of
+# conv, linear, pool, batch/layer/group norm layers are saved by no node (their backward needs
+# their input), nor is a sum or a concatenation, and only the next op of the branch reads them.
+# Blocks registered from outside are not in these sets: their ops stay out of place.
+
+# Branches that end with a conv, linear, norm, pool or attention projection: a new tensor.
+_FRESH_BRANCH = frozenset(
+    {"basic", "bottleneck", "plain", "linear", "mlp", "dense", "transition", "attention", "feedforward"}
+)
+# Branches that start act(norm(x)) in pre order (dense and transition in either order).
+_ACT_ON_NORMED_INPUT = frozenset({"basic", "bottleneck", "plain", "linear", "mlp"})
+
+
+def merges_in_place(key: str) -> bool:
+    """Whether a block's additive connections may add into ``out``, the branch's output.
+
+    ``out`` is then a new tensor that no node saved; each in-place sum leaves it so (an add
+    saves neither operand), and so do the merges that make a new tensor (a highway, a
+    concatenation); ``Scale`` and ``DropPath`` multiply into a new tensor and save their
+    inputs, not ``out``. The carried ``h[k]`` is only read, never written.
+    """
+    return key in _FRESH_BRANCH
+
+
+def act_in_place(key: str, pre: bool, norm: str, activation: str) -> bool:
+    """Whether a block's activation may overwrite its input (``nn.ReLU(inplace=True)``).
+
+    ReLU's backward needs its output only. Every input a block's activation sees is a norm's
+    output, a conv's or linear's, or (post order) the merged sum: a new tensor no node saved,
+    except where the branch starts ``act(norm(x))`` without a norm (``nn.Identity``): that
+    activation sees x, h[k] itself, and stays out of place. GELU and SiLU need their input.
+    """
+    if activation != "relu" or key not in _FRESH_BRANCH:
+        return False
+    on_input = key in ("dense", "transition") or (pre and key in _ACT_ON_NORMED_INPUT)
+    return norm != "none" or not on_input
 
 
 class ResidualBlock(nn.Module):

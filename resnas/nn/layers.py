@@ -20,6 +20,12 @@ def get_act_layer(name: str) -> type[nn.Module]:
     return ACT_LAYERS[name]
 
 
+def make_act(name: str, inplace: bool = False) -> nn.Module:
+    """The activation ``name``; ``inplace`` (ReLU only: the others' backward needs their input)
+    overwrites its input, for a caller whose input nothing else reads."""
+    return nn.ReLU(inplace=True) if inplace and name == "relu" else ACT_LAYERS[name]()
+
+
 def family(kind: str) -> str:
     """``conv2d`` / ``conv1d`` / ``mlp`` / ``transformer`` -> the layer family blocks are built from.
 

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from resnas.arch import Architecture, Connection
-from resnas.nn.blocks import block_class
-from resnas.nn.layers import DropPath, Scale, get_act_layer, make_conv, make_norm, scale_shape_and_init
+from resnas.nn.blocks import act_in_place, block_class, block_key, merges_in_place
+from resnas.nn.layers import DropPath, Scale, get_act_layer, make_act, make_conv, make_norm, scale_shape_and_init
 from resnas.nn.skips import (
     ConcatShortcut,
     FusedConcatShortcut,
@@ -24,7 +24,9 @@ from resnas.nn.skips import (
 )
 
 
-def make_shortcut(arch: Architecture, conn: Connection) -> nn.Module:
+def make_shortcut(arch: Architecture, conn: Connection, inplace: bool = False) -> nn.Module:
+    """The module of ``conn``; ``inplace``: an additive one adds into the block's output
+    (only for a block whose output nothing else reads, ``merges_in_place``)."""
     cin, cout = arch.channels_at(conn.src), arch.channels_at(conn.dst)
     if conn.merge == "concat":
         # A dense block's width grows by the concatenation; any other block keeps its width.
@@ -33,14 +35,15 @@ def make_shortcut(arch: Architecture, conn: Connection) -> nn.Module:
         return FusedConcatShortcut(arch.kind, cin, cout, arch.norm)
     stride = arch.stride_between(conn.src, conn.dst)
     if conn.kind == "identity":
-        return IdentityShortcut()
+        return IdentityShortcut(inplace)
     if conn.kind == "projection":
-        return ProjectionShortcut(arch.kind, cin, cout, stride, arch.norm)
+        return ProjectionShortcut(arch.kind, cin, cout, stride, arch.norm, inplace)
     if conn.kind == "pad":
-        return PadShortcut(cin, cout, stride)
+        return PadShortcut(cin, cout, stride, inplace)
     if conn.kind == "gated":
+        shortcut = conn.shortcut or "identity"
         return GatedShortcut(
-            arch.kind, cin, cout, stride, arch.norm, arch.gate_mode, conn.shortcut or "identity", arch.gate_bias_init
+            arch.kind, cin, cout, stride, arch.norm, arch.gate_mode, shortcut, arch.gate_bias_init, inplace
         )
     raise ValueError(f"unknown connection kind {conn.kind!r}")
 
@@ -56,7 +59,8 @@ class Stem(nn.Module):
         self.flatten = nn.Flatten() if arch.kind == "mlp" else None
         self.conv = make_conv(arch.kind, in_channels, stem.channels, stem.kernel, stem.stride, arch.norm == "none")
         self.norm = make_norm(arch.norm, arch.kind, stem.channels)
-        self.act = get_act_layer(arch.activation)()
+        # Its input is a norm's output, or the conv's: nothing else reads it.
+        self.act = make_act(arch.activation, inplace=True)
         pool = nn.MaxPool2d if arch.kind == "conv2d" else nn.MaxPool1d
         self.pool = pool(3, 2, 1) if stem.pool == "max" else None
 
@@ -103,7 +107,8 @@ class Head(nn.Module):
         tokens = arch.kind == "transformer"
         self.norm = make_norm(arch.norm, arch.kind, channels) if pre else None
         # A pre-LN transformer ends with a norm alone (ViT); a v2 ResNet with norm and activation.
-        self.act = get_act_layer(arch.activation)() if pre and not tokens else None
+        # In place after a norm; without one its input is the last block's output, h[N].
+        self.act = make_act(arch.activation, inplace=arch.norm != "none") if pre and not tokens else None
         if arch.kind == "mlp":
             self.pool = None
         elif tokens:
@@ -155,9 +160,12 @@ class ResidualNetwork(nn.Module):
         rates = drop_path_rates(arch)
         for k, block in enumerate(arch.blocks):
             incoming = arch.incoming(k)
-            shortcuts = {c.src: make_shortcut(arch, c) for c in incoming}
+            key = block_key(arch.kind, block.type)
+            shortcuts = {c.src: make_shortcut(arch, c, merges_in_place(key)) for c in incoming}
             cls = block_class(arch.kind, block.type)
             module = cls(arch.kind, block, arch.norm, arch.order == "pre", act_layer, shortcuts)
+            if act_in_place(key, arch.order == "pre", arch.norm, arch.activation):
+                module.act.inplace = True
             if arch.branch_scale != "none" and scaled(arch, k):
                 module.scale = Scale(
                     *scale_shape_and_init(arch.branch_scale, arch.kind, block.out_channels, arch.num_blocks)

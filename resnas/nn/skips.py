@@ -1,6 +1,11 @@
 """Residual connections: each merges a carried activation ``h`` into a block's output.
 
 ``forward(out, h)`` returns the merged tensor, so the merge is visible in one line.
+
+The additive connections take ``inplace``: the network builder sets it where ``out`` is the
+block's own new tensor (see ``resnas.nn.blocks.merges_in_place``), and the sum is then written
+into ``out`` as torchvision's ``out += identity``. The one-shot supernet, which feeds one
+``out`` to several candidates, keeps the default, False.
 """
 
 from __future__ import annotations
@@ -22,31 +27,46 @@ def pad_shortcut(h: torch.Tensor, stride: int, extra_channels: int) -> torch.Ten
     return h
 
 
+def add_into(out: torch.Tensor, s: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """``out + s``; with ``inplace``, written into ``out`` when that gives the same tensor: the
+    same dtype (under autocast a bfloat16 branch plus a float32 carried path is float32, which
+    ``out`` cannot hold) and the same shape (no broadcast of ``out``)."""
+    if inplace and out.dtype == s.dtype and out.shape == s.shape:
+        return out.add_(s)
+    return out + s
+
+
 class IdentityShortcut(nn.Module):
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+
     def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return out + h
+        return add_into(out, h, self.inplace)
 
 
 class ProjectionShortcut(nn.Module):
     """``norm(conv1x1(h))``: torchvision's ``downsample``."""
 
-    def __init__(self, kind: str, cin: int, cout: int, stride: int, norm: str):
+    def __init__(self, kind: str, cin: int, cout: int, stride: int, norm: str, inplace: bool = False):
         super().__init__()
+        self.inplace = inplace
         self.conv = make_conv(kind, cin, cout, 1, stride, bias=norm == "none")
         self.norm = make_norm(norm, kind, cout)
 
     def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return out + self.norm(self.conv(h))
+        return add_into(out, self.norm(self.conv(h)), self.inplace)
 
 
 class PadShortcut(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, inplace: bool = False):
         super().__init__()
+        self.inplace = inplace
         self.stride = stride
         self.extra_channels = cout - cin
 
     def forward(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return out + pad_shortcut(h, self.stride, self.extra_channels)
+        return add_into(out, pad_shortcut(h, self.stride, self.extra_channels), self.inplace)
 
 
 class GatedShortcut(nn.Module):
@@ -54,13 +74,24 @@ class GatedShortcut(nn.Module):
 
     mode ``shortcut``: ``out + t * S(h)``; mode ``highway``: ``t * out + (1 - t) * S(h)``
     (Srivastava et al. 2015). S is identity, a projection (``conv``/``norm``) or padding.
+    ``inplace`` adds into ``out`` in mode ``shortcut``; a highway makes a new tensor anyway.
     """
 
     def __init__(
-        self, kind: str, cin: int, cout: int, stride: int, norm: str, mode: str, shortcut: str, bias_init: float
+        self,
+        kind: str,
+        cin: int,
+        cout: int,
+        stride: int,
+        norm: str,
+        mode: str,
+        shortcut: str,
+        bias_init: float,
+        inplace: bool = False,
     ):
         super().__init__()
         self.mode = mode
+        self.inplace = inplace
         self.gate = make_conv(kind, cin, cout, 1, stride, bias=True)
         nn.init.constant_(self.gate.bias, bias_init)
         self.conv = make_conv(kind, cin, cout, 1, stride, bias=norm == "none") if shortcut == "projection" else None
@@ -73,7 +104,7 @@ class GatedShortcut(nn.Module):
         s = self.norm(self.conv(h)) if self.conv is not None else pad_shortcut(h, self.stride, self.extra_channels)
         if self.mode == "highway":
             return t * out + (1 - t) * s
-        return out + t * s
+        return add_into(out, t * s, self.inplace)
 
 
 class ConcatShortcut(nn.Module):

@@ -130,6 +130,7 @@ class Supernet(ResidualNetwork):
                 for resolved in place.kinds:
                     conn = Connection(place.src, place.dst, *resolved)
                     single = replace(base, connections=(conn,), gate_mode=gate_mode)
+                    # Out of place (the default): every candidate reads the same ``out``.
                     ops[kind_key(resolved)] = make_shortcut(single, conn)
                 mixed[f"h{place.src}"] = MixedShortcut(ops)
             self.blocks[k].shortcuts = nn.ModuleDict(mixed)
