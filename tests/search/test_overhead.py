@@ -90,14 +90,28 @@ def test_diagnostics_off_records_no_scores_and_resumes_the_same_study(tmp_path, 
     assert all(set(t.user_attrs["scores"]) == set(SCORES) for t in trained)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_several_attributes_are_one_upsert_that_overwrites_and_refuses_a_finished_trial(tmp_path, backend):
-    if backend == "postgresql" and not postgres_up():
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_study(request, tmp_path):
+    """``new_study(heartbeat=False)``: a new study and its storage, on SQLite and on PostgreSQL
+    (skipped when no server is up); a PostgreSQL study is deleted afterwards."""
+    if request.param == "postgresql" and not postgres_up():
         pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
-    url = f"sqlite:///{tmp_path / 'a.db'}" if backend == "sqlite" else PG_URL
-    storage = open_storage(url, heartbeat=False)
-    name = f"attrs-{tmp_path.name}"
-    study = optuna.create_study(study_name=name, storage=lean(storage), load_if_exists=True)
+    url = f"sqlite:///{tmp_path / 'n.db'}" if request.param == "sqlite" else PG_URL
+    made = []
+
+    def make(heartbeat: bool = False):
+        storage = open_storage(url, heartbeat=heartbeat)
+        study = optuna.create_study(study_name=f"new-{tmp_path.name}", storage=lean(storage), load_if_exists=True)
+        made.append(storage)
+        return storage, study
+
+    yield make
+    if request.param == "postgresql" and made:
+        optuna.delete_study(study_name=f"new-{tmp_path.name}", storage=made[0])
+
+
+def test_several_attributes_are_one_upsert_that_overwrites_and_refuses_a_finished_trial(new_study):
+    storage, study = new_study()
     trial = study.ask()
     set_trial_attrs(trial, {"a": 1, "b": {"x": [1.5, None]}, "c": "text"})
     set_trial_attrs(trial, {"a": 2, "d": True})  # "a" again: overwritten, not duplicated
@@ -109,8 +123,6 @@ def test_several_attributes_are_one_upsert_that_overwrites_and_refuses_a_finishe
     with pytest.raises(RuntimeError, match="finished"):
         storage.set_trial_user_attrs(trial._trial_id, {"late": 1})
     assert "late" not in storage.get_trial(trial._trial_id).user_attrs
-    if backend == "postgresql":
-        optuna.delete_study(study_name=name, storage=storage)
 
 
 def test_a_trials_parameters_are_one_write_that_optuna_reads_back(tmp_path, monkeypatch):
@@ -134,17 +146,11 @@ def test_a_trials_parameters_are_one_write_that_optuna_reads_back(tmp_path, monk
     assert study.trials[0].params == {"x": x, "n": n}
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_trial_counts_is_one_query_that_counts_as_is_finished_does(tmp_path, backend):
+def test_trial_counts_is_one_query_that_counts_as_is_finished_does(new_study):
     from resnas.search._names import CONFIRMS, FINISHED
     from resnas.search._progress import is_finished
 
-    if backend == "postgresql" and not postgres_up():
-        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
-    url = f"sqlite:///{tmp_path / 'c.db'}" if backend == "sqlite" else PG_URL
-    storage = open_storage(url, heartbeat=False)
-    name = f"counts-{tmp_path.name}"
-    study = optuna.create_study(study_name=name, storage=lean(storage), load_if_exists=True)
+    storage, study = new_study()
     S = optuna.trial.TrialState
     plan = [
         (S.COMPLETE, {}),
@@ -174,24 +180,16 @@ def test_trial_counts_is_one_query_that_counts_as_is_finished_does(tmp_path, bac
     assert got.finished == sum(is_finished(t) for t in trials) == 2
     assert (got.running, got.total) == (2, 9)
     assert got.by_state == {S.COMPLETE: 2, S.PRUNED: 3, S.FAIL: 1, S.RUNNING: 2, S.WAITING: 1}
-    if backend == "postgresql":
-        optuna.delete_study(study_name=name, storage=storage)
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_heartbeat_is_one_upsert_on_the_databases_clock_that_the_stale_check_reads(tmp_path, backend):
+def test_a_heartbeat_is_one_upsert_on_the_databases_clock_that_the_stale_check_reads(new_study):
     import datetime
 
     import sqlalchemy
     from optuna.storages._rdb import models
 
-    if backend == "postgresql" and not postgres_up():
-        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
-    url = f"sqlite:///{tmp_path / 'h.db'}" if backend == "sqlite" else PG_URL
-    storage = open_storage(url)  # heartbeats on
-    name = f"beats-{tmp_path.name}"
-    study = optuna.create_study(study_name=name, storage=lean(storage), load_if_exists=True)
+    storage, study = new_study(heartbeat=True)
     trial = study.ask()
     storage.record_heartbeat(trial._trial_id)
     storage.record_heartbeat(trial._trial_id)  # again: updated, not a second row
@@ -207,8 +205,6 @@ def test_a_heartbeat_is_one_upsert_on_the_databases_clock_that_the_stale_check_r
         old = beat - datetime.timedelta(hours=1)
         conn.execute(sqlalchemy.update(H).where(H.trial_id == trial._trial_id).values(heartbeat=old))
     assert trial._trial_id in storage._get_stale_trial_ids(study._study_id)
-    if backend == "postgresql":
-        optuna.delete_study(study_name=name, storage=storage)
 
 
 @pytest.mark.slow
