@@ -342,7 +342,7 @@ def search_overhead(quick: bool) -> list[Row]:
 
 # ---- --jobs 2 vs --jobs 1 -------------------------------------------------------------------
 def jobs(quick: bool) -> list[Row]:
-    trials, epochs, pairs = (2, 1, 1) if quick else (8, 12, 2)
+    trials, epochs, pairs = (2, 1, 1) if quick else (8, 12, 3)
     spec = overhead_spec(trials, epochs)
     ratios, walls = [], {1: [], 2: []}
     with tempfile.TemporaryDirectory() as tmp:
