@@ -34,6 +34,11 @@ def placement_text(arch: Architecture) -> list[str]:
     return out
 
 
+def placements_record(arch: Architecture) -> str:
+    """What a trial records as ``placements``: every connection, or ``none``."""
+    return ", ".join(placement_text(arch)) or "none"
+
+
 def candidate_diagnostics(
     space: SearchSpace, candidate: Candidate, seed: int, model: torch.nn.Module | None = None
 ) -> dict[str, Any]:
@@ -71,7 +76,7 @@ def candidate_diagnostics(
     values["grad_flow"] = -abs(math.log10(ratio)) if 0 < ratio < math.inf else -1e9
     ms = (time.perf_counter() - start) * 1000
     return {
-        "placements": ", ".join(placement_text(arch)) or "none",
+        "placements": placements_record(arch),
         "scores": {k: float(f"{values[k]:.6g}") for k in SCORES},
         "score_ms": round(ms, 1),
         "grad_profile": profile.to_dict(),

@@ -19,7 +19,7 @@ import resnas
 from resnas.costs import count_params, flops_per_sample, latency_ms, step_memory_mb
 from resnas.data import load_data
 from resnas.nn import build
-from resnas.screening import placement_text, record_diagnostics
+from resnas.screening import placements_record, record_diagnostics
 from resnas.search._names import CONFIRMS, FINISHED
 from resnas.search._storage import OWNER, ResnasStorage, owner_record, params_written_once, set_trial_attrs
 from resnas.space import Candidate, SearchSpace, sample
@@ -350,7 +350,7 @@ class Objective:
             if self.space.spec.search.diagnostics:
                 record_diagnostics(trial, self.space, candidate, seed, into=self.pending, model=model)
             else:
-                self.pending["placements"] = ", ".join(placement_text(candidate.architecture)) or "none"
+                self.pending["placements"] = placements_record(candidate.architecture)
 
         def work(cancel: threading.Event) -> tuple[dict[str, float], int, torch.nn.Module]:
             # In the thread: the timeout and a stop reach data loading and the diagnostics too.
