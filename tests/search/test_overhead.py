@@ -272,3 +272,25 @@ def test_pareto_ranks_are_non_dominated_fronts():
         values[0, 0] = -np.inf
         maximize = [True] + [False] * (k - 1)
         assert list(pareto_ranks(values, maximize)) == _dominance_ranks(values, maximize)
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    """The digits a process loads are scikit-learn's ``load_digits`` to the bit, scaled to
+    [0, 1], and loading them does not import scikit-learn (about a second of every start)."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from resnas.data import _digits
+
+    x, y = _digits()
+    want_x, want_y = load_digits(return_X_y=True)
+    assert x.dtype == np.float64 and x.shape == (1797, 1, 8, 8)
+    assert np.array_equal(x, (want_x / 16.0).reshape(-1, 1, 8, 8)) and np.array_equal(y, want_y)
+    code = (
+        "import sys; from resnas.data import load_data; from resnas.space._model import DataSpec; "
+        "d = load_data(DataSpec(dataset='digits'), 0); print(len(d.x_train), 'sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) > 1000 and out[1] == "False"
