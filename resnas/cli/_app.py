@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
 
 import typer
 from rich.console import Console
@@ -63,10 +65,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """Console entry point. An interrupted search (exit 130) leaves at once: everything is
-    recorded by then, and tearing down torch and the storage can take seconds on a loaded machine."""
+    recorded by then, and tearing down torch and the storage can take seconds on a loaded machine.
+    Any other exit does what Python's own exit does that anyone can notice (waits for running
+    threads, closes the storages, runs the exit handlers: Ray's shutdown, trackers, temporary
+    files, multiprocessing's clean-up, logging; flushes the output) and then skips the teardown
+    of every imported module, which costs a second or more once torch is imported."""
     code = main()
-    if code == 130:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
-    sys.exit(code)
+    if code != 130:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+        storage = sys.modules.get("resnas.search._storage")
+        if storage is not None:
+            storage.close_storages()
+        atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (| head): nothing more can be said there
+            pass
+    os._exit(code)

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -338,6 +339,21 @@ def _upserts() -> dict[str, Any]:
 _UPSERT = _upserts()
 
 
+_OPEN: weakref.WeakSet = weakref.WeakSet()  # every ResnasStorage of this process still in use
+
+
+def close_storages() -> None:
+    """Close the connections of every storage this process opened, as Python's exit would: for
+    a process that leaves with ``os._exit``. SQLite: the last connection to close folds the
+    write-ahead log back into the database file, which then holds the whole study alone (a
+    copied ``resnas.db`` is complete)."""
+    for storage in list(_OPEN):
+        try:
+            storage.engine.dispose()
+        except Exception:  # leaving anyway: a connection that cannot close is closed by the exit
+            pass
+
+
 class ResnasStorage(optuna.storages.RDBStorage):
     """``RDBStorage`` whose stale-trial check asks who owns a trial, not only its heartbeat.
 
@@ -347,6 +363,10 @@ class ResnasStorage(optuna.storages.RDBStorage):
     Lost trials get ``fail_reason`` (``worker lost`` or ``driver lost``) before Optuna
     fails them; ``requeue_lost`` queues their parameters again.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _OPEN.add(self)
 
     def record_heartbeat(self, trial_id: int) -> None:
         """A heartbeat that cannot be written is skipped: it runs in Optuna's thread, where an
