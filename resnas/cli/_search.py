@@ -108,6 +108,10 @@ def search(
     ] = None,
 ) -> None:
     """Search a spec (or resume a stored study) until the study has --trials finished trials."""
+    if jobs > 1 and backend == "optuna":
+        from resnas._workers import start_worker_server
+
+        start_worker_server()  # its imports (torch, resnas) run while this process does its own
     quiet_optuna()
     allow_code_if(allow_code)
     from resnas.report import finished_trials, leaderboard

@@ -18,17 +18,27 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from multiprocessing import connection
 from pathlib import Path
 
 import optuna
 import torch
 
+from resnas._workers import worker_context
 from resnas.errors import ResnasError
 from resnas.screening import screen_round
 from resnas.search._backend import Backend, SearchRequest, set_torch_threads, worker_threads
 from resnas.search._objective import FINISHED, Objective, TrialFailed, storage_backend
 from resnas.search._progress import SearchProgress, counts
-from resnas.search._storage import OWNER, ClaimLock, StorageFault, named_faults, sqlite_path, storage_fault
+from resnas.search._storage import (
+    OWNER,
+    ClaimLock,
+    StorageFault,
+    close_storages,
+    named_faults,
+    sqlite_path,
+    storage_fault,
+)
 from resnas.search._study import artifact_dir, make_sampler, open_study, sampler_seed
 from resnas.space import parse_space
 from resnas.tracking import EPOCH_METRICS, open_trackers
@@ -37,6 +47,9 @@ from resnas.train import StopRequested, epoch_hook
 TrialState = optuna.trial.TrialState
 MAX_CONSECUTIVE_FAILURES = 10
 POLL_SECONDS = 1.0
+# A worker with nothing left to start looks this often whether the trials in flight have
+# finished (then it ends, and the search with it) or one failed (then it runs another).
+WAIT_POLL_SECONDS = 0.25
 WAIT_NOTE_SECONDS = 30.0  # a waiting worker repeats what it waits for this often
 FORCE_SECONDS = 10.0  # after a second signal, workers that have not ended by then are killed
 WORKER_SLOTS = "resnas_worker_slots"  # study system attr: workers started on it so far
@@ -196,7 +209,7 @@ def run_worker(
                     if done + running >= req.trials:
                         lock.release()  # enough trials are in flight; wait in case one of them fails
                         note.say(study, done, req.trials)
-                        time.sleep(POLL_SECONDS)
+                        time.sleep(WAIT_POLL_SECONDS)
                         continue
                     screen = space.spec.search.screen
                     if screen is None:
@@ -256,14 +269,20 @@ def _requeue(
             raise
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel sends this worker SIGTERM when its parent dies (even by kill -9)."""
-    try:
-        import ctypes
+def _stop_with_parent(stop: GracefulStop) -> None:
+    """This worker stops as on SIGTERM (its trial ends at the next batch, is failed and queued
+    again) when the search process that started it ends, even by kill -9: a thread waits on
+    the parent's sentinel, a pipe the parent holds open (already closed if the parent died
+    before this worker got here). The same for forked and spawned workers."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    def watch() -> None:
+        connection.wait([parent.sentinel])
+        stop(signal.SIGTERM, None)
+
+    threading.Thread(target=watch, name="resnas-parent-watch", daemon=True).start()
 
 
 class _EpochRelay:
@@ -290,16 +309,23 @@ class _EpochRelay:
 
 
 def _child(
-    req_fields: dict, space_text: str, source: str, index: int, verbosity: int, parent: int, epochs=None
+    req_fields: dict,
+    space_text: str,
+    source: str,
+    index: int,
+    verbosity: int,
+    epochs=None,
+    environ: dict | None = None,
 ) -> None:
-    optuna.logging.set_verbosity(verbosity)  # a spawned process starts with Optuna's defaults
+    if environ is not None:  # the parent's environment now, not the worker server's when it started
+        os.environ.clear()
+        os.environ.update(environ)
+    optuna.logging.set_verbosity(verbosity)  # a new process starts with Optuna's defaults
     # The parent relays a stop as SIGTERM; a terminal's Ctrl-C reaches the parent only.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = GracefulStop()
     signal.signal(signal.SIGTERM, stop)
-    _die_with_parent()
-    if os.getppid() != parent:
-        stop.event.set()  # the parent died before this worker could ask to outlive it
+    _stop_with_parent(stop)
     req = SearchRequest(space=parse_space(space_text, source), **req_fields)
     relay = None if epochs is None else _EpochRelay(epochs)
     try:
@@ -317,6 +343,8 @@ def _child(
         fault = storage_fault(exc, req.storage)
         print(f"error: worker {index}: {fault or f'unexpected {type(exc).__name__}: {exc}'}", file=sys.stderr)
         raise SystemExit(2 if fault else 1) from None
+    finally:
+        close_storages()  # a forked worker leaves with os._exit: its connections are closed here
 
 
 class OptunaBackend(Backend):
@@ -349,14 +377,22 @@ class OptunaBackend(Backend):
     def _run_processes(
         request: SearchRequest, study: optuna.Study, progress: SearchProgress, stop: GracefulStop
     ) -> None:
-        ctx = multiprocessing.get_context("spawn")
+        ctx = worker_context()
         fields = {k: getattr(request, k) for k in request.__dataclass_fields__ if k != "space"}
         verbosity = optuna.logging.get_verbosity()
         epochs = ctx.Queue(1000)
         procs = [
             ctx.Process(
                 target=_child,
-                args=(fields, request.space.text, request.space.source, i, verbosity, os.getpid(), epochs),
+                args=(
+                    fields,
+                    request.space.text,
+                    request.space.source,
+                    i,
+                    verbosity,
+                    epochs,
+                    dict(os.environ),
+                ),
                 daemon=False,
             )
             for i in range(request.jobs)
@@ -367,7 +403,8 @@ class OptunaBackend(Backend):
         relayed = forced = None
         try:
             while any(p.is_alive() for p in procs):
-                time.sleep(POLL_SECONDS)
+                # back as soon as a worker ends (the search is done when the last one does)
+                connection.wait([p.sentinel for p in procs if p.exitcode is None], POLL_SECONDS)
                 _drain(epochs, progress)
                 with named_faults(request.storage):
                     watch.check()
