@@ -227,6 +227,31 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def calibrate_child(seconds: str) -> dict:
+    """The epochs of ``tests/data/tiny.yaml`` that make a trial train for about ``seconds`` CPU
+    seconds on this machine (one torch thread; the mean over three of its architectures,
+    after a warm-up), so that a row's trials are as long as its target names on any machine."""
+    import torch
+
+    from resnas import parse_space
+    from resnas.data import load_data
+    from resnas.nn import build
+    from resnas.space import sample
+    from resnas.train import train
+
+    torch.set_num_threads(1)
+    space = parse_space(overhead_spec(3, 2))
+    data = load_data(space.spec.data, space.spec.search.seed)
+    took = []
+    for i in range(4):
+        s = sample(space, i)
+        began = time.thread_time()
+        train(build(s.architecture), data, s.train, seed=0)
+        took.append((time.thread_time() - began) / s.train["epochs"])
+    per_epoch = statistics.mean(took[1:])  # the first is the warm-up
+    return {"epochs": max(1, round(float(seconds) / per_epoch)), "per_epoch": per_epoch}
+
+
 def search_child(kind: str, directory: str, trials: str, epochs: str, diagnostics: str = "on") -> dict:
     """One search of ``trials`` trials: wall and CPU seconds after imports; for each trial, the
     process CPU clock when its training returned and the CPU seconds the training itself took
@@ -295,7 +320,8 @@ def search_overhead(quick: bool) -> list[Row]:
     backward once (torch's first passes cost more), and loaded the data: what is left of the
     one-time costs is the search's own. With the default ``search.diagnostics: true`` and with
     it false."""
-    trials, epochs, pairs = (3, 1, 1) if quick else (10, 9, 3)  # trials of about 1 CPU s on 2 cores
+    trials, pairs = (3, 1) if quick else (10, 3)
+    epochs = 1 if quick else child("calibrate", 1.0)["epochs"]  # trials of about 1 CPU s
     rows = []
     for diagnostics in ("on", "off"):
         steady, whole, train_ratio, trial_s = [], [], [], []
@@ -342,9 +368,13 @@ def search_overhead(quick: bool) -> list[Row]:
 
 # ---- --jobs 2 vs --jobs 1 -------------------------------------------------------------------
 def jobs(quick: bool) -> list[Row]:
-    trials, epochs, pairs = (2, 1, 1) if quick else (8, 12, 3)
+    trials, pairs = (2, 1) if quick else (8, 5)
+    epochs = 1 if quick else child("calibrate", 3.0)["epochs"]  # trials of about 3 s on one core
     spec = overhead_spec(trials, epochs)
-    ratios, walls = [], {1: [], 2: []}
+    ratios, walls, trial_s = [], {1: [], 2: []}, {1: [], 2: []}
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "tiny.yaml").write_text(spec)
         env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
@@ -374,13 +404,18 @@ def jobs(quick: bool) -> list[Row]:
                 )
                 run[n] = time.perf_counter() - start
                 walls[n].append(run[n])
+                for t in optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").trials:
+                    if t.datetime_complete is not None:
+                        trial_s[n].append((t.datetime_complete - t.datetime_start).total_seconds())
             ratios.append(run[1] / run[2])
+            print(f"jobs: pair {i}: wall --jobs 1 {run[1]:.1f} s, --jobs 2 {run[2]:.1f} s", file=sys.stderr)
     med = statistics.median(ratios)
-    per = statistics.median(walls[1]) / trials
+    per = {n: statistics.median(v) for n, v in trial_s.items()}
     return [
         Row(
             "--jobs 2 speed-up, wall(--jobs 1) / wall(--jobs 2)",
-            f"{trials} trials of ~{per:.1f} s, {os.cpu_count()} cores, {pairs} pairs",
+            f"{trials} trials of {per[1]:.1f} s (--jobs 1) and {per[2]:.1f} s (--jobs 2, median), "
+            f"{os.cpu_count()} cores, {pairs} pairs",
             spread(ratios),
             ">= 1.7x",
             med >= 1.7,
@@ -540,7 +575,7 @@ def write_readme(rows: list[Row], note: str, only: list[str] | None) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         mode, *args = sys.argv[2:]
-        print(json.dumps({"memory": memory_child, "search": search_child}[mode](*args)))
+        print(json.dumps({"memory": memory_child, "search": search_child, "calibrate": calibrate_child}[mode](*args)))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="toy sizes: checks that every row is produced")
