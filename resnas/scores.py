@@ -142,7 +142,10 @@ def activation_codes(model: nn.Module, n: int) -> Iterator[torch.Tensor]:
 
     def add_codes(module: nn.Module, args: tuple) -> None:
         c = (args[0].detach().reshape(n, -1) > 0).double().cpu()
-        kernel.add_(c @ c.t() + (1 - c) @ (1 - c).t())
+        # Agreements of two codes, c·c' + (1-c)·(1-c)' = 2 c·c' + d - |c| - |c'|: one matrix
+        # product instead of two; whole numbers, exact in float64, so the same kernel to the bit.
+        ones = c.sum(1)
+        kernel.add_(2 * (c @ c.t()) + c.shape[1] - ones[:, None] - ones[None, :])
 
     handles = [m.register_forward_pre_hook(add_codes) for m in model.modules() if isinstance(m, acts)]
     try:

@@ -50,22 +50,26 @@ def storage_backend(study: optuna.Study) -> Any:
     return getattr(study._storage, "_backend", study._storage)
 
 
-def trials_with(study: optuna.Study, attr: str, value: Any, states: tuple) -> list[int]:
-    """Numbers of the trials of ``study`` in ``states`` whose user attr ``attr`` is ``value``."""
+def trials_with(study: optuna.Study, attr: str, value: Any, states: tuple) -> list[tuple[int, TrialState]]:
+    """(number, state) of the trials of ``study`` in ``states`` whose user attr ``attr`` is ``value``."""
     store = storage_backend(study)
     if isinstance(store, ResnasStorage):  # one query, not every trial of the study
-        return store.trials_with_attr(study._study_id, attr, value, states)
-    return [t.number for t in study.get_trials(deepcopy=False, states=states) if t.user_attrs.get(attr) == value]
+        return [(n, TrialState(s)) for n, s in store.trials_with_attr(study._study_id, attr, value, states)]
+    trials = study.get_trials(deepcopy=False, states=states)
+    return [(t.number, t.state) for t in trials if t.user_attrs.get(attr) == value]
 
 
 def trials_of_candidate(study: optuna.Study, key: str, states: tuple) -> list[int]:
     """Numbers of the trials of ``study`` in ``states`` that are candidate ``key``."""
-    return trials_with(study, "candidate_key", key, states)
+    return [n for n, _ in trials_with(study, "candidate_key", key, states)]
 
 
-def earlier_result(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial | None:
-    """A COMPLETE trial of ``study`` that trained the same candidate, if any."""
-    for number in trials_of_candidate(study, key, (TrialState.COMPLETE,)):
+def earlier_result(study: optuna.Study, key: str, complete: list[int] | None = None) -> optuna.trial.FrozenTrial | None:
+    """A COMPLETE trial of ``study`` that trained the same candidate, if any (``complete``: the
+    numbers of the candidate's COMPLETE trials, when the caller has read them already)."""
+    if complete is None:
+        complete = trials_of_candidate(study, key, (TrialState.COMPLETE,))
+    for number in complete:
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
         t = study._storage.get_trial(trial_id)
         if "metrics" in t.user_attrs:
@@ -263,10 +267,12 @@ class Objective:
         candidate right now, wait for it (a repeat to copy, not a candidate to train twice)."""
         told = None
         while True:
-            earlier = earlier_result(trial.study, key)
+            # One read of the candidate's trials: the finished ones to copy, the running ones to wait for.
+            found = trials_with(trial.study, "candidate_key", key, (TrialState.COMPLETE, TrialState.RUNNING))
+            earlier = earlier_result(trial.study, key, [n for n, s in found if s == TrialState.COMPLETE])
             if earlier is not None:
                 return earlier
-            twins = [n for n in trials_of_candidate(trial.study, key, (TrialState.RUNNING,)) if n < trial.number]
+            twins = [n for n, s in found if s == TrialState.RUNNING and n < trial.number]
             if not twins:
                 return None
             if told != twins[0]:

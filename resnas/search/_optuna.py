@@ -37,6 +37,7 @@ from resnas.search._storage import (
     close_storages,
     named_faults,
     sqlite_path,
+    stale_check_made,
     storage_fault,
 )
 from resnas.search._study import artifact_dir, make_sampler, open_study, sampler_seed
@@ -213,7 +214,8 @@ def run_worker(
                         continue
                     screen = space.spec.search.screen
                     if screen is None:
-                        study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+                        with stale_check_made(study):  # Optuna's trial would repeat the check just made
+                            study.optimize(objective, n_trials=1, catch=(TrialFailed,))
                     else:  # several trials per round: the pool, of which `keep` are trained
                         keep = min(screen.keep, req.trials - done - running)
                         screen_round(study, objective, screen.score, screen.pool, keep, (TrialFailed,))

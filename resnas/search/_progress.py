@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -58,17 +59,37 @@ def finished_count(study: optuna.Study) -> int:
     return sum(is_finished(t) for t in study.get_trials(deepcopy=False))
 
 
-def best_text(study: optuna.Study, names: list[str] | None = None) -> str:
-    names = names or study.metric_names or ["value"]
+def best_of(study: optuna.Study) -> tuple[int, float] | None:
+    """(number, value) of the COMPLETE trial with the best first objective value, read now."""
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     store = _store(study)
     if hasattr(store, "best_first_value"):
-        best = store.best_first_value(study._study_id, maximize)
-    else:
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        pick = max if maximize else min
-        top = pick(done, key=lambda t: t.values[0]) if done else None
-        best = None if top is None else (top.number, top.values[0])
+        return store.best_first_value(study._study_id, maximize)
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    pick = max if maximize else min
+    top = pick(done, key=lambda t: t.values[0]) if done else None
+    return None if top is None else (top.number, top.values[0])
+
+
+def better(study: optuna.Study, best: tuple[int, float] | None, t: optuna.trial.FrozenTrial) -> tuple | None:
+    """The best (number, value) once ``t`` has finished too: as :func:`best_of` would read it
+    (COMPLETE, finite first value, the lower number on a tie), without reading the study."""
+    if t.state != TrialState.COMPLETE or not t.values or not math.isfinite(t.values[0]):
+        return best
+    value = float(t.values[0])
+    if best is None:
+        return (t.number, value)
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    ahead = value > best[1] if maximize else value < best[1]
+    return (t.number, value) if ahead or (value == best[1] and t.number < best[0]) else best
+
+
+def best_text(study: optuna.Study, names: list[str] | None = None, best: tuple | None | bool = True) -> str:
+    """The best trial as the progress line says it; ``best``: a (number, value) known already
+    (None: no COMPLETE trial yet), or True to read it from the study."""
+    names = names or study.metric_names or ["value"]
+    if best is True:
+        best = best_of(study)
     if best is None:
         return "-"
     return f"{names[0]} {best[1]:.4g} (trial {best[0]})"
@@ -112,6 +133,7 @@ class SearchProgress:
         self.initial = finished_count(study)
         self.done = self.initial
         self.seen: set[int] = set(self._finished())
+        self.best = best_of(study)  # read once; then kept up to date from each finished trial the display reads
         self.running: dict[int, tuple[int, int, float | None, float]] = {}  # trial: epoch, epochs, val acc, seconds
         self.eta_end: float | None = None
         self.trackers = trackers or []  # resnas.tracking.Tracker: each finished trial, with its epochs
@@ -137,7 +159,7 @@ class SearchProgress:
                 self.study.study_name,
                 total=self.requested,
                 completed=self.initial,
-                best=best_text(self.study, self.names),
+                best=best_text(self.study, self.names, self.best),
                 now="",
                 eta_end=None,
             )
@@ -210,10 +232,11 @@ class SearchProgress:
                     self.running.pop(number, None)
                     self._estimate()
                     t = self.study._storage.get_trial(trial_id)
+                    self.best = better(self.study, self.best, t)
                     self.say(self._line(t))
                     self._track(t)
             if self._bar is not None:
-                self._bar.update(self._task, best=best_text(self.study, self.names))
+                self._bar.update(self._task, best=best_text(self.study, self.names, self.best))
             self._show()
 
     def _track(self, t: optuna.trial.FrozenTrial) -> None:
@@ -244,7 +267,8 @@ class SearchProgress:
         if t.datetime_start is not None and t.datetime_complete is not None:
             took = f" in {(t.datetime_complete - t.datetime_start).total_seconds():.1f} s"
         eta = "-" if self.eta_end is None else timedelta(seconds=int(max(0.0, self.eta_end - time.monotonic())))
+        best = best_text(self.study, self.names, self.best)
         return (
             f"trial {t.number} {t.state.name}{took}: {what} | {min(self.done, self.requested)}/{self.requested} "
-            f"finished, best {best_text(self.study, self.names)}, elapsed {timedelta(seconds=int(elapsed))}, eta {eta}"
+            f"finished, best {best}, elapsed {timedelta(seconds=int(elapsed))}, eta {eta}"
         )

@@ -354,6 +354,23 @@ def close_storages() -> None:
             pass
 
 
+@contextmanager
+def stale_check_made(study: optuna.Study) -> Iterator[None]:
+    """Inside, the first stale-trial check of ``study`` through its storage finds nothing: for a
+    worker that has just made one and hands the study to ``study.optimize``, whose trial starts
+    with another (a database read a trial saved). Leaving the block ends it, used or not."""
+    store = study._storage
+    store = getattr(store, "_backend", store)
+    if not isinstance(store, ResnasStorage):
+        yield
+        return
+    store._skip_stale_check.add(study._study_id)
+    try:
+        yield
+    finally:
+        store._skip_stale_check.discard(study._study_id)
+
+
 class ResnasStorage(optuna.storages.RDBStorage):
     """``RDBStorage`` whose stale-trial check asks who owns a trial, not only its heartbeat.
 
@@ -366,6 +383,7 @@ class ResnasStorage(optuna.storages.RDBStorage):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._skip_stale_check: set[int] = set()
         _OPEN.add(self)
 
     def record_heartbeat(self, trial_id: int) -> None:
@@ -408,6 +426,9 @@ class ResnasStorage(optuna.storages.RDBStorage):
             return lost
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        if study_id in self._skip_stale_check:  # checked a moment ago by the worker (stale_check_made)
+            self._skip_stale_check.discard(study_id)
+            return []
         ids = []
         for trial_id, _, reason, detail in self.lost_trials(study_id):
             try:
@@ -613,18 +634,19 @@ class ResnasStorage(optuna.storages.RDBStorage):
         ]
         return sorted(records, key=lambda r: r.number)
 
-    def trials_with_attr(self, study_id: int, key: str, value: Any, states: tuple) -> list[int]:
-        """Numbers of the study's trials in ``states`` whose user attr ``key`` equals ``value``."""
+    def trials_with_attr(self, study_id: int, key: str, value: Any, states: tuple) -> list[tuple[int, Any]]:
+        """(number, state) of the study's trials in ``states`` whose user attr ``key`` equals
+        ``value``, by number."""
         T, A = models.TrialModel, models.TrialUserAttributeModel
         with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session) as session:
             rows = (
-                session.query(T.number)
+                session.query(T.number, T.state)
                 .join(A, A.trial_id == T.trial_id)
                 .filter(T.study_id == study_id, T.state.in_(states), A.key == key, A.value_json == json.dumps(value))
                 .order_by(T.number)
                 .all()
             )
-        return [r[0] for r in rows]
+        return [(r[0], r[1]) for r in rows]
 
 
 for _name in (

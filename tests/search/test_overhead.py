@@ -66,6 +66,19 @@ def test_a_trial_writes_its_attributes_once_per_phase(tmp_path, monkeypatch):
         assert {"owner", "architecture", "metrics", "scores", "finished"} <= set(t.user_attrs)
 
 
+def test_a_trial_reads_its_twins_and_the_lost_trials_once_and_the_best_is_read_once(tmp_path, monkeypatch):
+    # The twin check (an earlier result to copy, a running twin to wait for) is one query a
+    # trial; so is the stale-trial check (the worker's, not Optuna's again a moment later); the
+    # progress line reads the best trial once and then follows the trials it prints.
+    space = _spec(tmp_path, epochs=1)
+    calls = Calls(monkeypatch, "trials_with_attr", "best_first_value", "lost_trials")
+    study = search(space, storage=f"sqlite:///{tmp_path / 'r.db'}", trials=4, device="cpu")
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 4
+    assert calls.counts["trials_with_attr"] == 4
+    assert calls.counts["best_first_value"] == 1
+    assert calls.counts["lost_trials"] == 4 + 1  # before each trial, and before the worker sees it is done
+
+
 def test_diagnostics_off_records_no_scores_and_resumes_the_same_study(tmp_path, monkeypatch):
     import resnas.screening
 

@@ -37,3 +37,29 @@ def test_terminal_shows_trial_lines_epochs_and_eta(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert "Using an existing study" not in err and "finished with value" not in err, err
     assert optuna.logging.get_verbosity() == logging.INFO
+
+
+def test_the_best_the_line_shows_is_kept_from_each_finished_trial_as_the_study_would_say(tmp_path):
+    # The progress line keeps the best trial up to date from the trials it reads anyway; folded
+    # over the finished trials in order it must equal the database's answer: COMPLETE only,
+    # finite values, the lower number on a tie, either direction.
+    from resnas.search._storage import open_storage
+
+    values = [0.5, float("inf"), 0.7, 0.7, None, 0.2, 0.9, 0.9]
+    for direction in ("maximize", "minimize"):
+        storage = open_storage(f"sqlite:///{tmp_path / f'{direction}.db'}")
+        study = optuna.create_study(storage=storage, study_name=direction, direction=direction)
+        best = progress_module.best_of(study)
+        assert best is None and progress_module.best_text(study, ["acc"], best) == "-"
+        for v in values:
+            state = optuna.trial.TrialState.FAIL if v is None else optuna.trial.TrialState.COMPLETE
+            study.add_trial(
+                optuna.trial.create_trial(state=state, value=v, params={}, distributions={})
+                if v is not None
+                else optuna.trial.create_trial(state=state, params={}, distributions={})
+            )
+            best = progress_module.better(study, best, study.trials[-1])
+            assert best == progress_module.best_of(study), (direction, v)
+        want = (6, 0.9) if direction == "maximize" else (5, 0.2)
+        assert best == want
+        assert progress_module.best_text(study, ["acc"], best) == progress_module.best_text(study, ["acc"])
