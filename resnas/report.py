@@ -14,7 +14,7 @@ import pandas as pd
 from resnas.search._names import CONFIRMS, FINISHED
 from resnas.search._progress import counts as trial_counts
 from resnas.search._progress import is_finished
-from resnas.search._storage import ResnasStorage, lean, open_storage
+from resnas.search._storage import ResnasStorage, backend_of, lean, open_storage
 from resnas.search._study import REQUESTED, SPEC_HASH
 
 TrialState = optuna.trial.TrialState
@@ -39,7 +39,7 @@ def pareto_ranks(values: np.ndarray, maximize: list[bool]) -> np.ndarray:
 def finished_trials(study: optuna.Study, keys: tuple[str, ...] = REPORT_KEYS) -> list:
     """The study's COMPLETE and PRUNED trials, read once: from a resnas storage with only the
     user attributes in ``keys`` (plain SQL), from any other storage as Optuna's trials."""
-    store = getattr(study._storage, "_backend", study._storage)
+    store = backend_of(study._storage)
     states = (TrialState.COMPLETE, TrialState.PRUNED)
     if isinstance(store, ResnasStorage):
         return store.trial_records(study._study_id, keys, states)

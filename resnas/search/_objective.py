@@ -21,7 +21,14 @@ from resnas.data import load_data
 from resnas.nn import build
 from resnas.screening import placements_record, record_diagnostics
 from resnas.search._names import CONFIRMS, FINISHED
-from resnas.search._storage import OWNER, ResnasStorage, owner_record, params_written_once, set_trial_attrs
+from resnas.search._storage import (
+    OWNER,
+    ResnasStorage,
+    backend_of,
+    owner_record,
+    params_written_once,
+    set_trial_attrs,
+)
 from resnas.space import Candidate, SearchSpace, sample
 from resnas.train import StopRequested, TrialFailure, is_oom, resolve_device, train
 
@@ -47,7 +54,7 @@ def candidate_key(candidate: Candidate) -> str:
 
 def storage_backend(study: optuna.Study) -> Any:
     """The storage under Optuna's cache: the :class:`ResnasStorage` of a study resnas opened."""
-    return getattr(study._storage, "_backend", study._storage)
+    return backend_of(study._storage)
 
 
 def trials_with(study: optuna.Study, attr: str, value: Any, states: tuple) -> list[tuple[int, TrialState]]:

@@ -158,11 +158,17 @@ def requeue_lost(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
 _DEFERRED = threading.local()  # the parameters of a trial inside ResnasStorage.one_write_of_params
 
 
+def backend_of(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    """The storage under Optuna's (or resnas's) trial cache: where a :class:`ResnasStorage`
+    method can be called."""
+    return getattr(storage, "_backend", storage)
+
+
 @contextmanager
 def params_written_once(trial: optuna.Trial) -> Iterator[None]:
     """While inside, the trial's ``suggest_*`` calls write nothing; their parameters are written
     together at the end (one transaction, not one per parameter). Any other storage: as usual."""
-    store = getattr(trial.storage, "_backend", trial.storage)
+    store = backend_of(trial.storage)
     if not isinstance(store, ResnasStorage):
         yield
         return
@@ -173,7 +179,7 @@ def params_written_once(trial: optuna.Trial) -> Iterator[None]:
 def set_trial_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     """``trial.set_user_attr`` for several keys at once: one commit on a :class:`ResnasStorage`
     (each ``set_user_attr`` is its own transaction), one call per key on any other storage."""
-    store = getattr(trial.storage, "_backend", trial.storage)
+    store = backend_of(trial.storage)
     if isinstance(store, ResnasStorage):
         store.set_trial_user_attrs(trial._trial_id, attrs)
         trial._cached_frozen_trial.user_attrs.update(attrs)
@@ -359,8 +365,7 @@ def stale_check_made(study: optuna.Study) -> Iterator[None]:
     """Inside, the first stale-trial check of ``study`` through its storage finds nothing: for a
     worker that has just made one and hands the study to ``study.optimize``, whose trial starts
     with another (a database read a trial saved). Leaving the block ends it, used or not."""
-    store = study._storage
-    store = getattr(store, "_backend", store)
+    store = backend_of(study._storage)
     if not isinstance(store, ResnasStorage):
         yield
         return
