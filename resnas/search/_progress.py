@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from resnas.search._names import CONFIRMS, FINISHED
+from resnas.search._storage import backend_of
 
 TrialState = optuna.trial.TrialState
 
@@ -44,7 +45,7 @@ def is_finished(t: optuna.trial.FrozenTrial) -> bool:
 
 
 def _store(study: optuna.Study):
-    return getattr(study._storage, "_backend", study._storage)
+    return backend_of(study._storage)
 
 
 def counts(study: optuna.Study):
@@ -84,12 +85,10 @@ def better(study: optuna.Study, best: tuple[int, float] | None, t: optuna.trial.
     return (t.number, value) if ahead or (value == best[1] and t.number < best[0]) else best
 
 
-def best_text(study: optuna.Study, names: list[str] | None = None, best: tuple | None | bool = True) -> str:
-    """The best trial as the progress line says it; ``best``: a (number, value) known already
-    (None: no COMPLETE trial yet), or True to read it from the study."""
+def best_text(study: optuna.Study, names: list[str] | None, best: tuple[int, float] | None) -> str:
+    """The best trial as the progress line says it; ``best``: (number, value) from
+    :func:`best_of` or :func:`better`, None before any trial is COMPLETE."""
     names = names or study.metric_names or ["value"]
-    if best is True:
-        best = best_of(study)
     if best is None:
         return "-"
     return f"{names[0]} {best[1]:.4g} (trial {best[0]})"

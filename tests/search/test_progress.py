@@ -62,4 +62,4 @@ def test_the_best_the_line_shows_is_kept_from_each_finished_trial_as_the_study_w
             assert best == progress_module.best_of(study), (direction, v)
         want = (6, 0.9) if direction == "maximize" else (5, 0.2)
         assert best == want
-        assert progress_module.best_text(study, ["acc"], best) == progress_module.best_text(study, ["acc"])
+        assert progress_module.best_text(study, ["acc"], best) == f"acc {want[1]:.4g} (trial {want[0]})"
