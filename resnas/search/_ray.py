@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import platform
 import shutil
 import tempfile
@@ -133,6 +134,19 @@ class ResnasOptunaSearch(OptunaSearch):
         self.stopper = stopper  # the scheduler that may stop trials early (asha, median)
         self.last: dict[str, dict] = {}
         super().__init__(space=self._define, **kwargs)
+
+    # The Optuna study, its sampler and its trials: a Ray search resumes from the study in its
+    # database (the same command again), never from what Tune pickles. Tune pickles its searcher
+    # all the same, when the run starts (for Tuner.restore) and at its checkpoints, and an Optuna 5
+    # study or sampler holds thread locks that cannot be pickled.
+    _NOT_PICKLED = ("_ot_study", "_sampler", "_ot_trials", "_space")
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._NOT_PICKLED}
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as out:
+            pickle.dump(self.__getstate__(), out)
 
     def beat(self) -> None:
         """Heartbeats for the trials in flight (the workers never touch the storage)."""

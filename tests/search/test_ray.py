@@ -54,6 +54,39 @@ def test_ray_study_works_with_leaderboard_and_export(cli, tmp_path):
     assert "class R1Net(nn.Module)" in (tmp_path / "best.py").read_text()
 
 
+@pytest.mark.parametrize("sampler", [optuna.samplers.NSGAIISampler, optuna.samplers.TPESampler])
+def test_the_searcher_pickles_as_tune_pickles_it(tmp_path, sampler):
+    """Tune pickles its searcher when a run starts and at checkpoints; Optuna 5's studies and
+    samplers hold thread locks. What is pickled leaves them out: the study resumes from its database."""
+    import pickle
+
+    from resnas import parse_space
+    from resnas.search._ray import ResnasOptunaSearch, _TrialLog
+    from resnas.search._storage import open_storage
+
+    def searcher() -> ResnasOptunaSearch:
+        return ResnasOptunaSearch(
+            parse_space(TINY.read_text()),
+            _TrialLog(),
+            "none",
+            metric="val_accuracy",
+            mode="max",
+            sampler=sampler(seed=0),
+            study_name="pickled",
+            storage=open_storage(f"sqlite:///{tmp_path / 'p.db'}", heartbeat=False),
+        )
+
+    first = searcher()
+    assert first.suggest("t1")  # a trial drawn: the study and its trials exist
+    state = pickle.loads(pickle.dumps(first))
+    assert state.stopper == "none" and state.log is not None
+    first.save(str(tmp_path / "searcher.pkl"))
+    again = searcher()
+    again.restore(str(tmp_path / "searcher.pkl"))
+    assert again._ot_study.study_name == "pickled" and again.suggest("t2")
+    assert len(again._ot_study.trials) == 2
+
+
 def test_asha_stops_weak_trials_and_records_their_epochs(cli, tmp_path):
     spec = tmp_path / "tiny.yaml"  # searchable epochs: a trial that trained all of its own is complete
     spec.write_text(
