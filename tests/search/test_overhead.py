@@ -195,6 +195,70 @@ def test_trial_counts_is_one_query_that_counts_as_is_finished_does(new_study):
     assert got.by_state == {S.COMPLETE: 2, S.PRUNED: 3, S.FAIL: 1, S.RUNNING: 2, S.WAITING: 1}
 
 
+@pytest.fixture
+def away_from_utc(monkeypatch):
+    """The process in a time zone that is not UTC (Optuna stores UTC and gives local times)."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_trial_is_read_as_optunas_get_trial_reads_it_in_every_state(new_study, away_from_utc):
+    """ResnasStorage.get_trial (plain statements) gives Optuna's FrozenTrial field by field:
+    every state, every kind of parameter, infinite and NaN values, several objectives, start
+    and end times in local time."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    storage, study = new_study()
+    multi = optuna.create_study(storage=lean(storage), directions=["maximize", "minimize"])  # a new name
+    S = optuna.trial.TrialState
+    ids = []
+    for i, (state, value) in enumerate(
+        [(S.COMPLETE, 0.5), (S.COMPLETE, float("inf")), (S.PRUNED, None), (S.FAIL, None), (S.RUNNING, None)]
+    ):
+        trial = study.ask(
+            {
+                "lr": FloatDistribution(1e-4, 1.0, log=True),
+                "depth": IntDistribution(1, 9, step=2),
+                "kind": CategoricalDistribution(["identity", None, True, 3]),
+            }
+        )
+        set_trial_attrs(trial, {"architecture": {"blocks": [1, 2], "i": i}, "note": None})
+        trial.storage.set_trial_system_attr(trial._trial_id, "sys", [i, "x"])
+        for step, v in enumerate([0.25, float("nan"), float("-inf"), float("inf")][: i + 1]):
+            trial.report(v, step)
+        if state == S.COMPLETE:
+            study.tell(trial, value)
+        elif state != S.RUNNING:
+            study.tell(trial, state=state)
+        ids.append(trial._trial_id)
+    study.enqueue_trial({"lr": 0.01}, user_attrs={"retry_of": 0})
+    ids.append(study.trials[-1]._trial_id)
+
+    def same_as_optunas(trial_id: int) -> optuna.trial.FrozenTrial:
+        ours = storage.get_trial(trial_id)
+        theirs = optuna.storages.RDBStorage.get_trial(storage, trial_id)
+        assert vars(ours).keys() == vars(theirs).keys()
+        for field, value in vars(theirs).items():
+            assert repr(vars(ours)[field]) == repr(value), (trial_id, field)  # repr: NaN equals NaN
+        return ours
+
+    try:
+        both = multi.ask()
+        multi.tell(both, [1.0, float("-inf")])
+        assert same_as_optunas(both._trial_id).values == [1.0, float("-inf")]
+    finally:
+        optuna.delete_study(study_name=multi.study_name, storage=storage)
+    states = {same_as_optunas(trial_id).state for trial_id in ids}
+    assert states == {S.COMPLETE, S.PRUNED, S.FAIL, S.RUNNING, S.WAITING}
+    with pytest.raises(KeyError):
+        storage.get_trial(max(ids) + 1000)
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_heartbeat_is_one_upsert_on_the_databases_clock_that_the_stale_check_reads(new_study):
     import datetime
