@@ -39,3 +39,23 @@ def start_worker_server() -> None:
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
+
+
+def stop_worker_server() -> None:
+    """End the server the workers were forked from, if this process started one (its workers
+    have ended, or go on without it). Left alone it outlives this process by its own exit,
+    torch's teardown, about a second, and holds this process's output open meanwhile: whatever
+    reads it (``| tee``, a script's subprocess) would wait that second for the end."""
+    import sys
+
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    pid = None if forkserver is None else getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid is None:
+        return
+    import os
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGTERM)  # its default action: it ignores only SIGINT
+    except OSError:  # gone already
+        pass

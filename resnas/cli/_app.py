@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from resnas._redact import redact
+from resnas._workers import stop_worker_server
 from resnas.errors import ResnasError
 
 app = typer.Typer(
@@ -84,4 +85,5 @@ def run() -> None:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe (| head): nothing more can be said there
             pass
+    stop_worker_server()  # --jobs: not left to hold the output open through its own exit
     os._exit(code)

@@ -58,3 +58,23 @@ def test_workers_see_the_environment_the_search_has_not_the_servers(tmp_path, mo
     study = search(space, storage=f"sqlite:///{tmp_path / 'w.db'}", trials=2, jobs=2)
     assert len(complete(study)) == 2
     assert all(t.user_attrs["owner"]["pid"] != os.getpid() for t in complete(study))  # workers ran them
+
+
+def test_the_worker_server_is_ended_by_the_command_not_left_to_its_own_exit():
+    """The server outlives its process by its own exit (torch's teardown, about a second), with
+    the command's output held open: ``resnas`` ends it (SIGTERM) as it leaves."""
+    import subprocess
+
+    script = """
+import os, signal
+from multiprocessing import forkserver
+from resnas._workers import start_worker_server, stop_worker_server
+start_worker_server()
+pid = forkserver._forkserver._forkserver_pid
+stop_worker_server()
+_, status = os.waitpid(pid, 0)
+print(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True"]
