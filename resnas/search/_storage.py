@@ -408,6 +408,57 @@ def _local_time(utc: datetime | None) -> datetime | None:
     return None if utc is None else utc.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
 
 
+def _read_trial(session: Any, trial_id: int) -> optuna.trial.FrozenTrial:
+    """Trial ``trial_id`` as ``RDBStorage.get_trial`` builds it, from :func:`_trial_queries`."""
+    trial_q, params_q, values_q, user_q, system_q, steps_q = _trial_queries()
+    arg = {"tid": trial_id}
+    row = session.execute(trial_q, arg).first()
+    if row is None:
+        raise KeyError(models.NOT_FOUND_MSG)
+    params = session.execute(params_q, arg).all()
+    stored = session.execute(values_q, arg).all()
+    user = session.execute(user_q, arg).all()
+    system = session.execute(system_q, arg).all()
+    steps = session.execute(steps_q, arg).all()
+    values: list[float] | None = None
+    if stored:
+        values = [0.0] * len(stored)
+        for objective, value, kind in stored:
+            values[objective] = models.TrialValueModel.stored_repr_to_value(value, kind)
+    dists = {name: optuna.distributions.json_to_distribution(text) for name, _, text in params}
+    loads = json.loads
+    return optuna.trial.FrozenTrial(
+        number=row.number,
+        state=row.state,
+        value=None,
+        values=values,
+        datetime_start=_local_time(row[2]),
+        datetime_complete=_local_time(row[3]),
+        params={name: dists[name].to_external_repr(value) for name, value, _ in params},
+        distributions=dists,
+        user_attrs={key: loads(text) for key, text in user},
+        system_attrs={key: loads(text) for key, text in system},
+        intermediate_values={
+            step: models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(value, kind)
+            for step, value, kind in steps
+        },
+        trial_id=trial_id,
+    )
+
+
+@functools.cache
+def _unfinished_queries() -> tuple[Any, Any]:
+    """Study ``:sid`` (does it exist), and the ids of its trials in ``:states``, in order."""
+    T = models.TrialModel
+    sid = sqlalchemy.bindparam("sid")
+    return (
+        sqlalchemy.select(models.StudyModel.study_id).where(models.StudyModel.study_id == sid),
+        sqlalchemy.select(T.trial_id)
+        .where(T.study_id == sid, T.state.in_(sqlalchemy.bindparam("states", expanding=True)))
+        .order_by(T.trial_id),
+    )
+
+
 @functools.cache
 def _attrs_upsert(dialect: str) -> Any:
     """Insert or replace user attributes; executed with one parameter set per attribute."""
@@ -531,41 +582,22 @@ class ResnasStorage(optuna.storages.RDBStorage):
     def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
         """Optuna's ``get_trial`` (the same trial, tested field by field) from plain statements:
         a worker reads its running trial three times, each a third of the ORM's time."""
-        trial_q, params_q, values_q, user_q, system_q, steps_q = _trial_queries()
-        arg = {"tid": trial_id}
         with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session) as session:
-            row = session.execute(trial_q, arg).first()
-            if row is None:
+            return _read_trial(session, trial_id)
+
+    def get_all_trials(
+        self, study_id: int, deepcopy: bool = True, states: Any = None
+    ) -> list[optuna.trial.FrozenTrial]:
+        """Optuna's ``get_all_trials``; the unfinished trials alone (what a worker asks for before
+        each trial: the queue of WAITING ones, usually empty) from plain statements too."""
+        if states is None or any(s.is_finished() for s in states):
+            return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
+        study_q, ids_q = _unfinished_queries()
+        with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session) as session:
+            if session.execute(study_q, {"sid": study_id}).first() is None:
                 raise KeyError(models.NOT_FOUND_MSG)
-            params = session.execute(params_q, arg).all()
-            stored = session.execute(values_q, arg).all()
-            user = session.execute(user_q, arg).all()
-            system = session.execute(system_q, arg).all()
-            steps = session.execute(steps_q, arg).all()
-        values: list[float] | None = None
-        if stored:
-            values = [0.0] * len(stored)
-            for objective, value, kind in stored:
-                values[objective] = models.TrialValueModel.stored_repr_to_value(value, kind)
-        dists = {name: optuna.distributions.json_to_distribution(text) for name, _, text in params}
-        loads = json.loads
-        return optuna.trial.FrozenTrial(
-            number=row.number,
-            state=row.state,
-            value=None,
-            values=values,
-            datetime_start=_local_time(row[2]),
-            datetime_complete=_local_time(row[3]),
-            params={name: dists[name].to_external_repr(value) for name, value, _ in params},
-            distributions=dists,
-            user_attrs={key: loads(text) for key, text in user},
-            system_attrs={key: loads(text) for key, text in system},
-            intermediate_values={
-                step: models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(value, kind)
-                for step, value, kind in steps
-            },
-            trial_id=trial_id,
-        )
+            ids = session.execute(ids_q, {"sid": study_id, "states": list(states)}).scalars().all()
+            return [_read_trial(session, trial_id) for trial_id in ids]  # new objects: nothing to copy
 
     def lost_trials(self, study_id: int) -> list[tuple[int, int, str, str]]:
         """(trial_id, number, reason, detail) of the study's RUNNING trials whose owner is gone."""

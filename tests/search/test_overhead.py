@@ -208,7 +208,8 @@ def away_from_utc(monkeypatch):
 
 
 def test_a_trial_is_read_as_optunas_get_trial_reads_it_in_every_state(new_study, away_from_utc):
-    """ResnasStorage.get_trial (plain statements) gives Optuna's FrozenTrial field by field:
+    """ResnasStorage.get_trial and get_all_trials of unfinished trials (plain statements) give
+    Optuna's FrozenTrials field by field:
     every state, every kind of parameter, infinite and NaN values, several objectives, start
     and end times in local time."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -255,6 +256,14 @@ def test_a_trial_is_read_as_optunas_get_trial_reads_it_in_every_state(new_study,
         optuna.delete_study(study_name=multi.study_name, storage=storage)
     states = {same_as_optunas(trial_id).state for trial_id in ids}
     assert states == {S.COMPLETE, S.PRUNED, S.FAIL, S.RUNNING, S.WAITING}
+    study.enqueue_trial({"lr": 0.02})
+    for wanted in [(S.WAITING,), (S.RUNNING,), (S.RUNNING, S.WAITING), (S.COMPLETE,), None]:
+        ours = storage.get_all_trials(study._study_id, states=wanted)
+        theirs = optuna.storages.RDBStorage.get_all_trials(storage, study._study_id, states=wanted)
+        assert [repr(t) for t in ours] == [repr(t) for t in theirs] and ours, wanted
+    assert [t.state for t in storage.get_all_trials(study._study_id, states=(S.WAITING,))] == [S.WAITING] * 2
+    with pytest.raises(KeyError):
+        storage.get_all_trials(study._study_id + 1000, states=(S.WAITING,))
     with pytest.raises(KeyError):
         storage.get_trial(max(ids) + 1000)
 
