@@ -391,8 +391,9 @@ def _trial_queries() -> tuple[Any, ...]:
     T, P, V = models.TrialModel, models.TrialParamModel, models.TrialValueModel
     U, S, M = models.TrialUserAttributeModel, models.TrialSystemAttributeModel, models.TrialIntermediateValueModel
     tid = sqlalchemy.bindparam("tid")
+    times = (T._datetime_start_utc, T._datetime_complete_utc)  # stored in UTC (Optuna 5)
     return (
-        sqlalchemy.select(T.number, T.state, T._datetime_start_utc, T._datetime_complete_utc).where(T.trial_id == tid),
+        sqlalchemy.select(T.number, T.state, *times).where(T.trial_id == tid),
         sqlalchemy.select(P.param_name, P.param_value, P.distribution_json)
         .where(P.trial_id == tid)
         .order_by(P.param_id),
