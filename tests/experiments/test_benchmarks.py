@@ -66,3 +66,14 @@ def test_committed_table_has_every_row_from_a_full_run():
     text = README.read_text()
     assert "--quick" not in text.split("<!-- benchmarks:begin -->")[1]
     assert list(rows_of(text)) == FIGURES
+
+
+def test_storage_calls_script_prints_each_call_against_optunas():
+    script = ROOT / "experiments" / "benchmarks" / "storage_calls.py"
+    out = subprocess.run([sys.executable, str(script), "--calls", "3"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines() if line.startswith("| ")}
+    for call in ("get_trial (a running trial)", "get_all_trials (the waiting queue)", "trial_counts (one query)"):
+        assert call in rows
+    ratio = rows["get_trial (a running trial)"].split("|")[4].strip()
+    assert re.fullmatch(r"\d+\.\d\dx", ratio), ratio
