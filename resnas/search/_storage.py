@@ -321,15 +321,27 @@ class TrialCounts(NamedTuple):
 
 def _running(session: Any, study_id: int) -> list[models.TrialModel]:
     """The study's RUNNING trials with their heartbeats and user attributes."""
+    return list(session.execute(_running_query(), {"sid": study_id}).scalars().all())
+
+
+@functools.cache
+def _running_query() -> Any:
+    T = models.TrialModel
     return (
-        session.query(models.TrialModel)
-        .options(
-            sqlalchemy.orm.selectinload(models.TrialModel.heartbeats),
-            sqlalchemy.orm.selectinload(models.TrialModel.user_attributes),
-        )
-        .filter(models.TrialModel.state == RUNNING, models.TrialModel.study_id == study_id)
-        .all()
+        sqlalchemy.select(T)
+        .options(sqlalchemy.orm.selectinload(T.heartbeats), sqlalchemy.orm.selectinload(T.user_attributes))
+        .where(T.state == RUNNING, T.study_id == sqlalchemy.bindparam("sid"))
     )
+
+
+@functools.cache
+def _now_query() -> Any:
+    return sqlalchemy.select(sqlalchemy.func.now())
+
+
+@functools.cache
+def _params_insert() -> Any:
+    return sqlalchemy.insert(models.TrialParamModel.__table__)  # executed with a row per parameter
 
 
 def _upserts() -> dict[str, Any]:
@@ -606,7 +618,7 @@ class ResnasStorage(optuna.storages.RDBStorage):
         # A grace shorter than two heartbeats would fail a live trial of another machine between beats.
         grace = max(grace, 2 * HEARTBEAT_SECONDS)
         with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session) as session:
-            now_db = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+            now_db = session.execute(_now_query()).scalar().replace(tzinfo=None)
             running = _running(session, study_id)
             lost = []
             for t in running:
@@ -706,7 +718,6 @@ class ResnasStorage(optuna.storages.RDBStorage):
     def _write_params(self, trial_id: int, rows: list[tuple]) -> None:
         """One state check, the distribution checks Optuna makes, one multi-row insert: plain
         statements, not ORM objects."""
-        P = models.TrialParamModel
         dists = optuna.distributions
         with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session, True) as session:
             trial = session.execute(_trial_row_query(), {"tid": trial_id}).first()
@@ -730,7 +741,7 @@ class ResnasStorage(optuna.storages.RDBStorage):
                         "distribution_json": dists.distribution_to_json(distribution),
                     }
                 )
-            session.execute(sqlalchemy.insert(P.__table__).values(values))  # Core: no ORM bulk insert
+            session.execute(_params_insert(), values)  # Core: no ORM objects
 
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         """Several user attributes of a trial in one transaction (one commit, not one per key)."""
