@@ -324,26 +324,6 @@ def _running(session: Any, study_id: int) -> list[models.TrialModel]:
     return list(session.execute(_running_query(), {"sid": study_id}).scalars().all())
 
 
-@functools.cache
-def _running_query() -> Any:
-    T = models.TrialModel
-    return (
-        sqlalchemy.select(T)
-        .options(sqlalchemy.orm.selectinload(T.heartbeats), sqlalchemy.orm.selectinload(T.user_attributes))
-        .where(T.state == RUNNING, T.study_id == sqlalchemy.bindparam("sid"))
-    )
-
-
-@functools.cache
-def _now_query() -> Any:
-    return sqlalchemy.select(sqlalchemy.func.now())
-
-
-@functools.cache
-def _params_insert() -> Any:
-    return sqlalchemy.insert(models.TrialParamModel.__table__)  # executed with a row per parameter
-
-
 def _upserts() -> dict[str, Any]:
     from sqlalchemy.dialects import mysql, postgresql
     from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -403,9 +383,9 @@ def _trial_queries() -> tuple[Any, ...]:
     T, P, V = models.TrialModel, models.TrialParamModel, models.TrialValueModel
     U, S, M = models.TrialUserAttributeModel, models.TrialSystemAttributeModel, models.TrialIntermediateValueModel
     tid = sqlalchemy.bindparam("tid")
-    times = (T._datetime_start_utc, T._datetime_complete_utc)  # stored in UTC (Optuna 5)
+    start, end = T._datetime_start_utc.label("start"), T._datetime_complete_utc.label("end")  # UTC (Optuna 5)
     return (
-        sqlalchemy.select(T.number, T.state, *times).where(T.trial_id == tid),
+        sqlalchemy.select(T.number, T.state, start, end).where(T.trial_id == tid),
         sqlalchemy.select(P.param_name, P.param_value, P.distribution_json)
         .where(P.trial_id == tid)
         .order_by(P.param_id),
@@ -445,8 +425,8 @@ def _read_trial(session: Any, trial_id: int) -> optuna.trial.FrozenTrial:
         state=row.state,
         value=None,
         values=values,
-        datetime_start=_local_time(row[2]),
-        datetime_complete=_local_time(row[3]),
+        datetime_start=_local_time(row.start),
+        datetime_complete=_local_time(row.end),
         params={name: dists[name].to_external_repr(value) for name, value, _ in params},
         distributions=dists,
         user_attrs={key: loads(text) for key, text in user},
@@ -527,6 +507,26 @@ def _earlier_distribution_query() -> Any:
         .where(T.study_id == sqlalchemy.bindparam("sid"), P.param_name == sqlalchemy.bindparam("name"))
         .limit(1)
     )
+
+
+@functools.cache
+def _running_query() -> Any:
+    T = models.TrialModel
+    return (
+        sqlalchemy.select(T)
+        .options(sqlalchemy.orm.selectinload(T.heartbeats), sqlalchemy.orm.selectinload(T.user_attributes))
+        .where(T.state == RUNNING, T.study_id == sqlalchemy.bindparam("sid"))
+    )
+
+
+@functools.cache
+def _now_query() -> Any:
+    return sqlalchemy.select(sqlalchemy.func.now())
+
+
+@functools.cache
+def _params_insert() -> Any:
+    return sqlalchemy.insert(models.TrialParamModel.__table__)  # executed with a row per parameter
 
 
 _OPEN: weakref.WeakSet = weakref.WeakSet()  # every ResnasStorage of this process still in use
@@ -716,7 +716,7 @@ class ResnasStorage(optuna.storages.RDBStorage):
             self._write_params(trial_id, rows)
 
     def _write_params(self, trial_id: int, rows: list[tuple]) -> None:
-        """One state check, the distribution checks Optuna makes, one multi-row insert: plain
+        """One state check, the distribution checks Optuna makes, one insert of every row: plain
         statements, not ORM objects."""
         dists = optuna.distributions
         with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session, True) as session:

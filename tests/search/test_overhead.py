@@ -209,9 +209,8 @@ def away_from_utc(monkeypatch):
 
 def test_a_trial_is_read_as_optunas_get_trial_reads_it_in_every_state(new_study, away_from_utc):
     """ResnasStorage.get_trial and get_all_trials of unfinished trials (plain statements) give
-    Optuna's FrozenTrials field by field:
-    every state, every kind of parameter, infinite and NaN values, several objectives, start
-    and end times in local time."""
+    Optuna's FrozenTrials field by field: every state, every kind of parameter, infinite and NaN
+    values, several objectives, start and end times in local time."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     storage, study = new_study()

@@ -62,7 +62,8 @@ def test_workers_see_the_environment_the_search_has_not_the_servers(tmp_path, mo
 
 def test_the_worker_server_is_ended_by_the_command_not_left_to_its_own_exit():
     """The server outlives its process by its own exit (torch's teardown, about a second), with
-    the command's output held open: ``resnas`` ends it (SIGTERM) as it leaves."""
+    the command's output held open: ``stop_worker_server``, which ``resnas`` calls as it leaves,
+    ends it with SIGTERM."""
     import subprocess
 
     script = """
